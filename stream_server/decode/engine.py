@@ -1,0 +1,144 @@
+"""The asyncio driver: wake -> ``scheduler.next_batch()`` -> the one model thread -> resolve futures.
+
+The event loop never runs the model: batches run in a single named worker thread ("whisper-model"), so
+websocket intake and HTTP keep flowing while a batch decodes, and new work queues up to form the next
+batch. Everything shared with that thread is handed over as arguments and return values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from ..errors import DecodeFailed, Overloaded, ShuttingDown
+from .backend import DecodeBackend
+from .scheduler import BatchScheduler
+from .types import DecodeJob, DecodeResult
+
+log = logging.getLogger(__name__)
+
+
+class Superseded(Exception):
+    """A newer partial of the same utterance (or its final) replaced this queued job before it ran."""
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """Passed to observers (metrics) after each batch."""
+
+    jobs: tuple[DecodeJob, ...]
+    queue_wait_s: tuple[float, ...]
+    run_s: float
+    failed: bool
+
+
+BatchObserver = Callable[[BatchReport], None]
+
+
+class DecodeEngine:
+    def __init__(
+        self, backend: DecodeBackend, scheduler: BatchScheduler, max_wait_ms: float = 0.0, max_queue: int = 2048
+    ) -> None:
+        self.backend = backend
+        self.scheduler = scheduler
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.observers: list[BatchObserver] = []
+        self.last_batch_at = time.monotonic()
+        self._futures: dict[int, asyncio.Future[DecodeResult]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper-model")
+        self._stopping = False
+        self.busy = False
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="decode-engine")
+
+    async def stop(self) -> None:
+        """Finish queued work, then stop the loop and the model thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def submit(self, job: DecodeJob) -> asyncio.Future[DecodeResult]:
+        """Queue ``job``; the future resolves with its result, or raises ``Superseded``/``DecodeFailed``."""
+        if self._stopping and self._task is not None and self._task.done():
+            raise ShuttingDown("the decode engine has stopped")
+        if self.scheduler.queue_depth >= self.max_queue:
+            raise Overloaded(f"decode queue is full ({self.max_queue} jobs); retry later")
+        job = replace(job, enqueued_at=time.monotonic()) if job.enqueued_at == 0.0 else job
+        future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
+        self._futures[job.job_id] = future
+        for old in self.scheduler.add(job):
+            self._fail(old, Superseded(f"job {old.job_id} superseded"))
+        self._wake.set()
+        return future
+
+    def cancel_owner(self, owner: str) -> int:
+        dropped = self.scheduler.cancel(owner)
+        for job in dropped:
+            future = self._futures.pop(job.job_id, None)
+            if future is not None and not future.done():
+                future.cancel()
+        return len(dropped)
+
+    def stats(self):  # -> BatchStats
+        return self.scheduler.stats()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.scheduler.queue_depth == 0:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                if self.max_wait_s > 0:
+                    await asyncio.sleep(self.max_wait_s)
+            batch = self.scheduler.next_batch()
+            if not batch:
+                continue
+            started = time.monotonic()
+            waits = tuple(started - j.enqueued_at for j in batch)
+            failed = False
+            self.busy = True
+            try:
+                results = await loop.run_in_executor(self._executor, self.backend.decode_batch, batch)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} jobs")
+            except Exception as exc:  # one bad batch fails its own jobs, never the engine
+                log.exception("decode batch of %d failed", len(batch))
+                failed = True
+                for job in batch:
+                    self._fail(job, DecodeFailed(f"decoding failed: {exc}"))
+            else:
+                for job, result in zip(batch, results):
+                    future = self._futures.pop(job.job_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+            finally:
+                self.busy = False
+                self.last_batch_at = time.monotonic()
+            report = BatchReport(tuple(batch), waits, time.monotonic() - started, failed)
+            for observer in self.observers:
+                try:
+                    observer(report)
+                except Exception:
+                    log.exception("batch observer failed")
+
+    def _fail(self, job: DecodeJob, exc: Exception) -> None:
+        future = self._futures.pop(job.job_id, None)
+        if future is not None and not future.done():
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: a caller that went away must not log a warning

@@ -1,0 +1,105 @@
+"""Batching policy: which queued jobs run next. Synchronous and clock-free, like vLLM's scheduler; the
+asyncio driver in ``engine.py`` decides when to ask, the backend decides how to run a batch.
+
+Rules, in order:
+1. Finals first, oldest first: each ends somebody's wait for the text of an utterance that is over.
+2. Offline (HTTP upload) chunks get at least ``offline_share`` of a batch while any are queued, so uploads
+   progress under heavy streaming; streaming partials then fill the batch, then more offline chunks.
+   A one-hour upload therefore never starves live streams, and live streams never stall an upload.
+3. One queued partial per utterance: a newer partial replaces the queued one in place (keeping its place in
+   line), and a final drops its utterance's queued partial. Replaced jobs are returned to the caller, which
+   resolves their futures as superseded.
+4. ``cancel(owner)`` drops everything queued for a closed session or an abandoned request.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+
+from .types import BatchStats, DecodeJob, JobKind
+
+
+class BatchScheduler:
+    def __init__(self, max_batch_size: int = 16, offline_share: float = 0.25) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.max_batch_size = max_batch_size
+        self.offline_slots = max(1, int(max_batch_size * offline_share))
+        self._finals: deque[DecodeJob] = deque()
+        self._partials: OrderedDict[tuple[str, int, int], DecodeJob] = OrderedDict()
+        self._offline: deque[DecodeJob] = deque()
+        self._batches = 0
+        self._items = 0
+        self._max_seen = 0
+        self._max_owners = 0
+        self._superseded = 0
+        self._histogram: Counter[int] = Counter()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._finals) + len(self._partials) + len(self._offline)
+
+    def add(self, job: DecodeJob) -> list[DecodeJob]:
+        """Queue ``job``; returns the queued jobs it supersedes (already removed)."""
+        superseded: list[DecodeJob] = []
+        if job.kind is JobKind.FINAL:
+            if job.stream_key is not None and job.stream_key in self._partials:
+                superseded.append(self._partials.pop(job.stream_key))
+            self._finals.append(job)
+        elif job.kind is JobKind.PARTIAL:
+            if job.stream_key is None:
+                raise ValueError("a partial needs a stream_key")
+            old = self._partials.get(job.stream_key)
+            if old is not None:
+                superseded.append(old)
+            self._partials[job.stream_key] = job
+        else:
+            self._offline.append(job)
+        self._superseded += len(superseded)
+        return superseded
+
+    def cancel(self, owner: str) -> list[DecodeJob]:
+        """Remove and return every queued job of ``owner``."""
+        dropped = [j for j in self._finals if j.owner == owner]
+        dropped += [j for j in self._partials.values() if j.owner == owner]
+        dropped += [j for j in self._offline if j.owner == owner]
+        if dropped:
+            self._finals = deque(j for j in self._finals if j.owner != owner)
+            self._partials = OrderedDict((k, j) for k, j in self._partials.items() if j.owner != owner)
+            self._offline = deque(j for j in self._offline if j.owner != owner)
+        return dropped
+
+    def next_batch(self) -> list[DecodeJob]:
+        """Remove and return the next batch (empty when nothing is queued)."""
+        size = self.max_batch_size
+        batch: list[DecodeJob] = []
+        while self._finals and len(batch) < size:
+            batch.append(self._finals.popleft())
+        offline_quota = min(self.offline_slots, size - len(batch), len(self._offline))
+        room_for_partials = size - len(batch) - offline_quota
+        while self._partials and room_for_partials > 0:
+            batch.append(self._partials.popitem(last=False)[1])
+            room_for_partials -= 1
+        while self._offline and len(batch) < size:
+            batch.append(self._offline.popleft())
+        if batch:
+            self._record(batch)
+        return batch
+
+    def _record(self, batch: list[DecodeJob]) -> None:
+        self._batches += 1
+        self._items += len(batch)
+        self._max_seen = max(self._max_seen, len(batch))
+        self._max_owners = max(self._max_owners, len({j.owner for j in batch}))
+        self._histogram[len(batch)] += 1
+
+    def stats(self) -> BatchStats:
+        return BatchStats(
+            batches=self._batches,
+            items=self._items,
+            max_batch_size_seen=self._max_seen,
+            max_owners_in_batch=self._max_owners,
+            queue_depth=self.queue_depth,
+            superseded_partials=self._superseded,
+            batch_size_histogram=dict(sorted(self._histogram.items())),
+        )

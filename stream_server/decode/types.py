@@ -1,0 +1,107 @@
+"""Types that cross the boundary between sessions/HTTP and the decoding core.
+
+A ``DecodeJob`` is immutable: the scheduler orders jobs and the backend decodes them; neither mutates one.
+Audio is 16 kHz mono float32 in [-1, 1]; the job owns its array (callers must not write to it afterwards).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+Task = Literal["transcribe", "translate"]
+
+_job_ids = itertools.count(1)
+
+
+class JobKind(enum.IntEnum):
+    """Priority classes, lowest value first: a final ends someone's wait, a partial only refreshes text,
+    an offline (HTTP upload) chunk has nobody watching it word by word."""
+
+    FINAL = 0
+    PARTIAL = 1
+    OFFLINE = 2
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode one item. Partials use greedy search and no fallback; finals and uploads use
+    faster-whisper's temperature fallback."""
+
+    task: Task = "transcribe"
+    language: str | None = None  # None: the model's only language, or detected on multilingual models
+    beam_size: int = 1
+    temperatures: tuple[float, ...] = (0.0,)
+    word_timestamps: bool = False
+    initial_prompt: str | None = None  # fixed user context (names, jargon), prepended to the rolling prompt
+    compression_ratio_threshold: float = 2.4
+    log_prob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One utterance (or upload chunk) to decode.
+
+    ``owner`` groups jobs for cancellation (a session id or an HTTP request id). ``stream_key`` names the
+    utterance a partial belongs to, so a newer partial replaces a queued older one.
+    """
+
+    owner: str
+    kind: JobKind
+    audio: np.ndarray
+    options: DecodeOptions
+    prompt_text: str = ""  # previous text of this stream (rolling prompt)
+    stream_key: tuple[str, int, int] | None = None  # (owner, channel, utterance_id)
+    enqueued_at: float = 0.0  # time.monotonic() when submitted
+    job_id: int = field(default_factory=lambda: next(_job_ids))
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from the start of the job's audio
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    job_id: int
+    text: str
+    tokens: tuple[int, ...]
+    language: str
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    temperature: float
+    words: tuple[Word, ...] = ()
+    window_s: float = 30.0  # seconds of features the encoder saw
+
+    @property
+    def looks_hallucinated(self) -> bool:
+        """Whisper's own tests for a bad decode, with its default thresholds."""
+        return self.compression_ratio > 2.4 or self.avg_logprob < -1.0
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Statistics the scheduler exposes (issue 2: read by tests, /metrics and benchmarks)."""
+
+    batches: int
+    items: int
+    max_batch_size_seen: int
+    max_owners_in_batch: int
+    queue_depth: int
+    superseded_partials: int
+    batch_size_histogram: dict[int, int]

@@ -1,0 +1,57 @@
+"""What a ``StreamingSession`` emits. Frozen dataclasses; the transport turns them into protocol v1 JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..decode.types import DecodeJob, Word
+
+
+@dataclass(frozen=True)
+class DecodeRequested:
+    """Ask the engine to decode ``job``; hand the outcome back with ``receive_decode_result``."""
+
+    job: DecodeJob
+    channel: int
+    utterance_id: int
+    is_final: bool
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    channel: int
+    utterance_id: int
+    start: float  # stream seconds of the first voiced frame
+
+
+@dataclass(frozen=True)
+class Partial:
+    channel: int
+    utterance_id: int
+    start: float
+    end: float
+    text: str
+    stable_text: str
+
+
+@dataclass(frozen=True)
+class Final:
+    channel: int
+    utterance_id: int
+    start: float
+    end: float
+    text: str
+    language: str
+    words: tuple[Word, ...] | None  # stream-time words when word timestamps were asked for, else None
+
+
+@dataclass(frozen=True)
+class DecodeError:
+    """A decode of this session failed; the session goes on (an empty final keeps finals in order)."""
+
+    channel: int
+    utterance_id: int
+    message: str
+
+
+SessionEvent = DecodeRequested | SpeechStarted | Partial | Final | DecodeError

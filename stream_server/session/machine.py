@@ -1,0 +1,291 @@
+"""The streaming session: a sans-I/O state machine (in the manner of python-websockets and h11).
+
+The transport feeds it bytes and decode outcomes and performs the events it returns; the session never
+awaits, never touches a socket, never calls the model and never reads a clock. Times are stream seconds:
+samples received on a channel (after resampling to 16 kHz) divided by 16 000.
+
+Per channel, utterances go ``(idle) -> open -> finalizing -> done``:
+- the VAD segmenter opens one (``SpeechStarted``), every ``partial_interval_ms`` of new audio asks for a
+  partial decode of the whole utterance so far, and when it ends asks for exactly one final decode;
+- finals come back in any order but leave in ``utterance_id`` order; a partial for an utterance whose final
+  was already requested, or older than one already shown, is dropped.
+Session states: ``OPEN -> CLOSING (close_stream) -> CLOSED``; audio after ``close_stream`` is a protocol error.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from ..audio import Encoding, PcmDecoder, Resampler
+from ..decode.types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Task, Word
+from ..errors import InvalidParameter, ProtocolError
+from .agreement import StablePrefix
+from .events import DecodeError, DecodeRequested, Final, Partial, SessionEvent, SpeechStarted
+from .prompt import RollingPrompt
+from .segmenter import SegmenterConfig, SpeechClassifier, UtteranceEnded, UtteranceStarted, VadSegmenter
+
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One session's settings: protocol v1 query parameters plus the server's streaming policy."""
+
+    sample_rate: int = SAMPLE_RATE
+    encoding: Encoding = "pcm_s16le"
+    channels: int = 1
+    language: str | None = None
+    task: Task = "transcribe"
+    prompt: str = ""
+    interim_results: bool = True
+    word_timestamps: bool = False
+    endpointing_ms: int = 500
+    partial_interval_ms: int = 500
+    max_utterance_s: float = 25.0
+    vad_aggressiveness: int = 2
+    prompt_max_tokens: int = 200
+    prompt_reset_silence_s: float = 30.0
+    final_beam_size: int = 5
+    partial_beam_size: int = 1
+
+    def validate(self) -> StreamConfig:
+        if not 8000 <= self.sample_rate <= 48000:
+            raise InvalidParameter("sample_rate must be between 8000 and 48000", param="sample_rate")
+        if not 1 <= self.channels <= 8:
+            raise InvalidParameter("channels must be between 1 and 8", param="channels")
+        if self.task not in ("transcribe", "translate"):
+            raise InvalidParameter("task must be 'transcribe' or 'translate'", param="task")
+        if not 100 <= self.endpointing_ms <= 10000:
+            raise InvalidParameter("endpointing_ms must be between 100 and 10000", param="endpointing_ms")
+        if self.language is not None and not (2 <= len(self.language) <= 3 and self.language.isalpha()):
+            raise InvalidParameter("language must be an ISO-639-1 code such as 'en'", param="language")
+        return self
+
+
+class SessionState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass
+class _Utterance:
+    utterance_id: int
+    start_sample: int
+    partial_requests: int = 0
+    partial_shown: int = 0  # sequence number of the newest partial delivered
+    samples_at_last_partial: int = 0
+    final_requested: bool = False
+    end_sample: int = 0
+    agreement: StablePrefix = field(default_factory=StablePrefix)
+
+
+class _Channel:
+    """One independent stream: its own VAD, utterance counter, rolling prompt and final ordering."""
+
+    def __init__(self, index: int, config: StreamConfig, session_id: str, classifier: SpeechClassifier | None):
+        self.index = index
+        self.config = config
+        self.session_id = session_id
+        self.resampler = Resampler(config.sample_rate)
+        self.segmenter = VadSegmenter(
+            SegmenterConfig(
+                aggressiveness=config.vad_aggressiveness,
+                endpointing_ms=config.endpointing_ms,
+                max_utterance_s=config.max_utterance_s,
+            ),
+            classifier,
+        )
+        self.prompt = RollingPrompt(config.prompt, config.prompt_max_tokens, config.prompt_reset_silence_s)
+        self.next_utterance_id = 0
+        self.open: _Utterance | None = None
+        self.utterances: dict[int, _Utterance] = {}  # not yet finalized (open or awaiting the final)
+        self.ready_finals: dict[int, Final] = {}  # decoded, waiting for earlier ones
+        self.next_final_to_send = 0
+        partial_opts = DecodeOptions(
+            task=config.task, language=config.language, beam_size=config.partial_beam_size,
+            initial_prompt=config.prompt or None,
+        )
+        self.partial_options = partial_opts
+        self.final_options = replace(
+            partial_opts, beam_size=config.final_beam_size, temperatures=FALLBACK_TEMPERATURES,
+            word_timestamps=config.word_timestamps,
+        )
+
+    @property
+    def pending_finals(self) -> int:
+        return len(self.utterances) - (1 if self.open else 0) + len(self.ready_finals)
+
+    def feed(self, samples) -> list[SessionEvent]:
+        events: list[SessionEvent] = []
+        for seg_event in self.segmenter.push(self.resampler(samples)):
+            events.extend(self._on_segment(seg_event))
+        events.extend(self._maybe_partial())
+        return events
+
+    def flush(self, end_of_stream: bool) -> list[SessionEvent]:
+        """End the open utterance; at end of stream also drain the resampler's last samples first."""
+        events: list[SessionEvent] = []
+        tail = self.segmenter.push(self.resampler.flush()) if end_of_stream else []
+        for seg_event in tail + self.segmenter.flush():
+            events.extend(self._on_segment(seg_event))
+        return events
+
+    def _on_segment(self, event: UtteranceStarted | UtteranceEnded) -> list[SessionEvent]:
+        if isinstance(event, UtteranceStarted):
+            utt = _Utterance(self.next_utterance_id, event.start_sample, samples_at_last_partial=event.start_sample)
+            self.next_utterance_id += 1
+            self.open = utt
+            self.utterances[utt.utterance_id] = utt
+            return [SpeechStarted(self.index, utt.utterance_id, event.speech_sample / SAMPLE_RATE)]
+        utt = self.open
+        assert utt is not None and utt.start_sample == event.start_sample
+        self.open = None
+        utt.final_requested = True
+        utt.end_sample = event.end_sample
+        job = DecodeJob(
+            owner=self.session_id,
+            kind=JobKind.FINAL,
+            audio=event.audio,
+            options=self.final_options,
+            prompt_text=self.prompt.text(event.start_sample / SAMPLE_RATE),
+            stream_key=(self.session_id, self.index, utt.utterance_id),
+        )
+        return [DecodeRequested(job, self.index, utt.utterance_id, is_final=True)]
+
+    def _maybe_partial(self) -> list[SessionEvent]:
+        utt = self.open
+        if utt is None or not self.config.interim_results:
+            return []
+        now = self.segmenter.samples_seen
+        if now - utt.samples_at_last_partial < self.config.partial_interval_ms * SAMPLE_RATE // 1000:
+            return []
+        utt.samples_at_last_partial = now
+        utt.partial_requests += 1
+        job = DecodeJob(
+            owner=self.session_id,
+            kind=JobKind.PARTIAL,
+            audio=self.segmenter.utterance_audio(),
+            options=self.partial_options,
+            prompt_text=self.prompt.text(),
+            stream_key=(self.session_id, self.index, utt.utterance_id),
+        )
+        return [DecodeRequested(job, self.index, utt.utterance_id, is_final=False)]
+
+    def on_partial(self, utterance_id: int, sequence: int, result: DecodeResult, audio_s: float) -> list[SessionEvent]:
+        utt = self.utterances.get(utterance_id)
+        if utt is None or utt.final_requested or sequence <= utt.partial_shown:
+            return []
+        utt.partial_shown = sequence
+        stable = utt.agreement.update(result.text)
+        start = utt.start_sample / SAMPLE_RATE
+        return [Partial(self.index, utterance_id, start, start + audio_s, result.text, stable)]
+
+    def on_final(self, utterance_id: int, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
+        utt = self.utterances.pop(utterance_id)
+        start, end = utt.start_sample / SAMPLE_RATE, utt.end_sample / SAMPLE_RATE
+        events: list[SessionEvent] = []
+        if result is None:
+            events.append(DecodeError(self.index, utterance_id, error or "decode failed"))
+            text, language, words = "", self.config.language or "", None
+        else:
+            text, language = result.text, result.language
+            self.prompt.commit(text, end, suspicious=result.looks_hallucinated)
+            words = (
+                tuple(Word(w.word, round(start + w.start, 3), round(start + w.end, 3), w.probability)
+                      for w in result.words)
+                if self.config.word_timestamps else None
+            )
+        self.ready_finals[utterance_id] = Final(self.index, utterance_id, start, end, text, language, words)
+        while self.next_final_to_send in self.ready_finals:
+            events.append(self.ready_finals.pop(self.next_final_to_send))
+            self.next_final_to_send += 1
+        return events
+
+
+class StreamingSession:
+    """Protocol v1 session logic for ``channels`` independent streams. Not thread-safe: one owner at a time."""
+
+    def __init__(self, session_id: str, config: StreamConfig, classifier: SpeechClassifier | None = None) -> None:
+        self.session_id = session_id
+        self.config = config.validate()
+        self.state = SessionState.OPEN
+        self._decoder = PcmDecoder(config.encoding, config.channels)
+        self._channels = [_Channel(i, config, session_id, classifier) for i in range(config.channels)]
+        self._partial_seq: dict[int, tuple[int, int, int]] = {}  # job_id -> (channel, utterance, sequence)
+        self._final_jobs: dict[int, tuple[int, int]] = {}  # job_id -> (channel, utterance)
+        self.bytes_received = 0
+
+    @property
+    def audio_seconds(self) -> float:
+        """Stream seconds received per channel."""
+        return self._channels[0].segmenter.samples_seen / SAMPLE_RATE
+
+    @property
+    def pending_finals(self) -> int:
+        return sum(c.pending_finals for c in self._channels)
+
+    @property
+    def done(self) -> bool:
+        """Closing and every final delivered: the transport may send ``session.closed``."""
+        return self.state is not SessionState.OPEN and self.pending_finals == 0
+
+    def receive_audio(self, data: bytes) -> list[SessionEvent]:
+        if self.state is not SessionState.OPEN:
+            raise ProtocolError("audio after close_stream")
+        self.bytes_received += len(data)
+        frames = self._decoder.decode(data)
+        events: list[SessionEvent] = []
+        for channel in self._channels:
+            events.extend(channel.feed(frames[:, channel.index]))
+        return self._track(events)
+
+    def finalize(self) -> list[SessionEvent]:
+        """End the open utterance of every channel now (client ``finalize``); the stream goes on."""
+        return self._track([e for c in self._channels for e in c.flush(end_of_stream=False)])
+
+    def close(self) -> list[SessionEvent]:
+        """Flush everything (client ``close_stream``); ``done`` turns true once every final is delivered."""
+        if self.state is not SessionState.OPEN:
+            return []
+        events = self._track([e for c in self._channels for e in c.flush(end_of_stream=True)])
+        self.state = SessionState.CLOSING
+        return events
+
+    def mark_closed(self) -> None:
+        self.state = SessionState.CLOSED
+
+    def receive_decode_result(self, job: DecodeJob, result: DecodeResult) -> list[SessionEvent]:
+        return self._on_outcome(job, result, None)
+
+    def receive_decode_failure(self, job: DecodeJob, message: str) -> list[SessionEvent]:
+        return self._on_outcome(job, None, message)
+
+    def _on_outcome(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
+        if job.job_id in self._final_jobs:
+            channel, utterance_id = self._final_jobs.pop(job.job_id)
+            return self._channels[channel].on_final(utterance_id, result, error)
+        entry = self._partial_seq.pop(job.job_id, None)
+        if entry is None or result is None:
+            return []  # a failed partial is harmless: the next one or the final replaces it
+        channel, utterance_id, sequence = entry
+        return self._channels[channel].on_partial(utterance_id, sequence, result, job.duration_s)
+
+    def abandon(self, job: DecodeJob) -> list[SessionEvent]:
+        """The engine dropped ``job`` unrun (a newer partial superseded it)."""
+        self._partial_seq.pop(job.job_id, None)
+        if job.job_id in self._final_jobs:
+            return self.receive_decode_failure(job, "decode cancelled")
+        return []
+
+    def _track(self, events: list[SessionEvent]) -> list[SessionEvent]:
+        for event in events:
+            if not isinstance(event, DecodeRequested):
+                continue
+            if event.is_final:
+                self._final_jobs[event.job.job_id] = (event.channel, event.utterance_id)
+            else:
+                utt = self._channels[event.channel].utterances[event.utterance_id]
+                self._partial_seq[event.job.job_id] = (event.channel, event.utterance_id, utt.partial_requests)
+        return events
+

@@ -1,0 +1,224 @@
+"""VAD utterance segmenter: 16 kHz float32 samples in, utterance boundaries (with their audio) out.
+
+Theory of operation. Audio is cut into 30 ms frames. A frame is *voiced* when it is louder than an energy
+floor and webrtcvad says speech (webrtcvad alone marks near-silent hum and dither as speech). Speech starts
+once ``start_voiced_frames`` of the last ``start_window_frames`` frames are voiced; the utterance then
+begins ``preroll_ms`` before the first of those frames so the first word is not clipped. It ends after
+``endpointing_ms`` of unvoiced frames and keeps ``tail_ms`` of that silence (Whisper drops final words of
+audio cut right at the last phoneme). An utterance reaching ``max_utterance_s`` is cut at its quietest frame
+in the last ``cut_search_s`` seconds; the remainder goes on as a new utterance at once.
+
+Pure: no I/O, no clock. The webrtcvad call is injected so tests can drive decisions directly. The segmenter
+owns one preallocated buffer holding the open utterance (plus pre-roll); it never grows per chunk.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..decode.types import SAMPLE_RATE
+
+FRAME_MS = 30
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+
+SpeechClassifier = Callable[[np.ndarray], bool]
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    aggressiveness: int = 2
+    endpointing_ms: int = 500
+    preroll_ms: int = 300
+    tail_ms: int = 300
+    start_window_frames: int = 6
+    start_voiced_frames: int = 4
+    max_utterance_s: float = 25.0
+    cut_search_s: float = 3.0
+    # -50 dBFS: below this a frame is silence whatever webrtcvad says.
+    energy_floor_rms: float = 10 ** (-50 / 20)
+
+
+@dataclass(frozen=True)
+class UtteranceStarted:
+    start_sample: int  # absolute sample index in the stream, pre-roll included
+    speech_sample: int  # first voiced sample (for speech.started)
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    start_sample: int
+    end_sample: int
+    audio: np.ndarray  # float32 copy of [start_sample, end_sample), owned by the receiver
+    reason: str  # "endpoint" | "max_length" | "flush"
+
+
+SegmentEvent = UtteranceStarted | UtteranceEnded
+
+
+def webrtc_classifier(aggressiveness: int) -> SpeechClassifier:
+    import webrtcvad
+
+    vad = webrtcvad.Vad(aggressiveness)
+
+    def is_speech(frame: np.ndarray) -> bool:
+        pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        return bool(vad.is_speech(pcm, SAMPLE_RATE))
+
+    return is_speech
+
+
+class VadSegmenter:
+    """Streaming segmenter for one channel. ``push`` any number of samples; events come out in order."""
+
+    def __init__(self, config: SegmenterConfig, is_speech: SpeechClassifier | None = None) -> None:
+        self.config = config
+        self._is_speech = is_speech or webrtc_classifier(config.aggressiveness)
+        self._preroll = config.preroll_ms * SAMPLE_RATE // 1000
+        self._tail = config.tail_ms * SAMPLE_RATE // 1000
+        self._end_frames = max(1, -(-config.endpointing_ms // FRAME_MS))
+        capacity = int((config.max_utterance_s + 2.0) * SAMPLE_RATE) + 2 * self._preroll + FRAME_SAMPLES
+        self._buf = np.zeros(capacity, dtype=np.float32)
+        self._buf_start = 0  # absolute index of _buf[0]
+        self._buf_len = 0
+        self._processed = 0  # absolute index of the next sample to frame
+        self._recent: deque[bool] = deque(maxlen=config.start_window_frames)
+        self._utt_start: int | None = None
+        self._last_end = 0  # utterances never overlap: the pre-roll stops at the previous end
+        self._last_voiced_end = 0
+        self._silent_frames = 0
+        self._frame_rms: list[float] = []  # per frame of the open utterance, for the max-length cut
+
+    @property
+    def in_speech(self) -> bool:
+        return self._utt_start is not None
+
+    @property
+    def samples_seen(self) -> int:
+        return self._buf_start + self._buf_len
+
+    @property
+    def utterance_start(self) -> int | None:
+        return self._utt_start
+
+    def utterance_audio(self) -> np.ndarray:
+        """A copy of the open utterance so far (empty when none is open)."""
+        if self._utt_start is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._slice(self._utt_start, self.samples_seen)
+
+    def push(self, samples: np.ndarray) -> list[SegmentEvent]:
+        events: list[SegmentEvent] = []
+        offset = 0
+        while offset < len(samples):
+            room = len(self._buf) - self._buf_len
+            if room == 0:
+                self._compact(force=True)
+                room = len(self._buf) - self._buf_len
+            take = min(room, len(samples) - offset)
+            self._buf[self._buf_len : self._buf_len + take] = samples[offset : offset + take]
+            self._buf_len += take
+            offset += take
+            while self.samples_seen - self._processed >= FRAME_SAMPLES:
+                events.extend(self._on_frame(self._processed))
+                self._processed += FRAME_SAMPLES
+            self._compact()
+        return events
+
+    def flush(self) -> list[SegmentEvent]:
+        """End the open utterance now (client ``finalize``/``close_stream``), keeping all audio received."""
+        if self._utt_start is None:
+            return []
+        return [self._end(self.samples_seen, "flush")]
+
+    # --- internals
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        return self._buf[start - self._buf_start : end - self._buf_start].copy()
+
+    def _on_frame(self, frame_start: int) -> list[SegmentEvent]:
+        frame = self._buf[frame_start - self._buf_start : frame_start - self._buf_start + FRAME_SAMPLES]
+        rms = float(np.sqrt(np.mean(frame * frame)))
+        voiced = rms >= self.config.energy_floor_rms and self._is_speech(frame)
+        frame_end = frame_start + FRAME_SAMPLES
+        self._recent.append(voiced)
+        if self._utt_start is None:
+            if sum(self._recent) < self.config.start_voiced_frames:
+                return []
+            first_voiced = frame_end - FRAME_SAMPLES * len(self._recent)
+            first_voiced += FRAME_SAMPLES * list(self._recent).index(True)
+            self._utt_start = max(self._buf_start, self._last_end, first_voiced - self._preroll)
+            self._last_voiced_end = frame_end
+            self._silent_frames = 0
+            self._frame_rms = []
+            return [UtteranceStarted(self._utt_start, first_voiced)]
+        self._frame_rms.append(rms)
+        if voiced:
+            self._last_voiced_end = frame_end
+            self._silent_frames = 0
+        else:
+            self._silent_frames += 1
+            if self._silent_frames >= self._end_frames:
+                return [self._end(min(frame_end, self._last_voiced_end + self._tail), "endpoint")]
+        if frame_end - self._utt_start >= self.config.max_utterance_s * SAMPLE_RATE:
+            return self._cut_at_quietest(frame_end)
+        return []
+
+    def _end(self, end_sample: int, reason: str) -> UtteranceEnded:
+        assert self._utt_start is not None
+        event = UtteranceEnded(self._utt_start, end_sample, self._slice(self._utt_start, end_sample), reason)
+        self._utt_start = None
+        self._last_end = end_sample
+        self._recent.clear()
+        self._frame_rms = []
+        return event
+
+    def _cut_at_quietest(self, frame_end: int) -> list[SegmentEvent]:
+        search = max(1, int(self.config.cut_search_s * 1000 // FRAME_MS))
+        tail = self._frame_rms[-search:]
+        quietest = len(self._frame_rms) - len(tail) + int(np.argmin(tail))
+        # _frame_rms[i] is the frame ending (len - i - 1) frames before frame_end.
+        cut = frame_end - FRAME_SAMPLES * (len(self._frame_rms) - quietest) + FRAME_SAMPLES // 2
+        ended = self._end(cut, "max_length")
+        self._utt_start = cut
+        self._last_voiced_end = frame_end
+        self._silent_frames = 0
+        self._frame_rms = []
+        return [ended, UtteranceStarted(cut, cut)]
+
+    def _compact(self, force: bool = False) -> None:
+        """Drop audio nobody needs any more: everything before the open utterance, or before the pre-roll."""
+        keep_from = self._utt_start if self._utt_start is not None else self._processed - self._preroll
+        keep_from = max(self._buf_start, min(keep_from, self._processed))
+        drop = keep_from - self._buf_start
+        if drop <= 0 or (not force and drop < len(self._buf) // 4):
+            return
+        remaining = self._buf_len - drop
+        self._buf[:remaining] = self._buf[drop : self._buf_len]
+        self._buf_start += drop
+        self._buf_len = remaining
+
+
+def split_utterances(
+    audio: np.ndarray,
+    max_utterance_s: float = 25.0,
+    endpointing_ms: int = 500,
+    aggressiveness: int = 2,
+) -> list[tuple[int, int]]:
+    """Offline use: sample ranges ``[start, end)`` of the utterances in ``audio`` (16 kHz float32)."""
+    segmenter = VadSegmenter(
+        SegmenterConfig(aggressiveness=aggressiveness, endpointing_ms=endpointing_ms, max_utterance_s=max_utterance_s)
+    )
+    ranges: list[tuple[int, int]] = []
+    step = SAMPLE_RATE * 10
+    for offset in range(0, len(audio), step):
+        for event in segmenter.push(audio[offset : offset + step]):
+            if isinstance(event, UtteranceEnded):
+                ranges.append((event.start_sample, event.end_sample))
+    for event in segmenter.flush():
+        if isinstance(event, UtteranceEnded):
+            ranges.append((event.start_sample, event.end_sample))
+    return ranges
