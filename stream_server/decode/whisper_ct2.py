@@ -29,7 +29,7 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import get_compression_ratio
+from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
 from .types import DecodeJob, DecodeOptions, DecodeResult, Word
 
@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 
 FULL_WINDOW_FRAMES = 3000
 HOP_SAMPLES = 160  # 10 ms mel frames at 16 kHz
+# Text budget per item: read speech runs 3-5 tokens/s. Capping generation at 10 + 8 tokens per second of audio
+# stops greedy repetition loops (seen on 0.5 s partials: one phrase repeated to the 448-token limit, which
+# also cost a whole batch's time) without cutting real speech.
+TOKENS_BASE = 10
+# faster-whisper's defaults: punctuation is attached to the neighbouring word, as Whisper does.
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+TOKENS_PER_SECOND = 8
 
 
 @dataclass(frozen=True)
@@ -195,13 +203,16 @@ class WhisperBackend:
         self, encoder_output: ctranslate2.StorageView, items: list[_Item], options: DecodeOptions, temperature: float
     ) -> list[DecodeResult]:
         sampling = temperature > 0
+        longest_s = max(len(item.job.audio) for item in items) / 16000
+        # CTranslate2's max_length counts the prompt too.
+        max_length = max(len(item.prompt) for item in items) + int(TOKENS_BASE + TOKENS_PER_SECOND * longest_s)
         outputs = self.model.generate(
             encoder_output,
             [item.prompt for item in items],
             beam_size=1 if sampling else options.beam_size,
             sampling_temperature=temperature if sampling else 1.0,
             sampling_topk=0 if sampling else 1,
-            max_length=self._fw.max_length,
+            max_length=min(self._fw.max_length, max_length),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -248,6 +259,7 @@ class WhisperBackend:
                 [min(items[i].features.shape[1], window) for i in indices],
             )
             for i, alignment in zip(indices, alignments):
+                merge_punctuations(alignment, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
                 words = tuple(
                     Word(a["word"], round(float(a["start"]), 3), round(float(a["end"]), 3), round(float(a["probability"]), 4))
                     for a in alignment

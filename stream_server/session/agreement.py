@@ -1,7 +1,9 @@
 """Stable prefix of successive partials (LocalAgreement-2, as in whisper_streaming's HypothesisBuffer).
 
 A word is stable once two successive hypotheses agree on it and on every word before it. Stable text only
-grows: a later disagreement never retracts it (the final may still differ; the final is authoritative).
+grows: a later disagreement never retracts it (the final may still differ; the final is authoritative). The
+text shown for a partial is the stable prefix followed by the newest hypothesis beyond it, so what a client
+displays always starts with what it was told is stable.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ class StablePrefix:
     def text(self) -> str:
         return " ".join(self._stable)
 
-    def update(self, hypothesis: str) -> str:
+    def update(self, hypothesis: str) -> tuple[str, str]:
+        """Take the newest hypothesis; returns ``(stable_text, text_to_show)``."""
         words = hypothesis.split()
         agreed = 0
         for a, b in zip(self._previous, words):
@@ -26,9 +29,10 @@ class StablePrefix:
         if agreed > len(self._stable) and all(
             _norm(s) == _norm(w) for s, w in zip(self._stable, words[: len(self._stable)])
         ):
-            self._stable = words[:agreed]
+            self._stable = self._stable + words[len(self._stable) : agreed]
         self._previous = words
-        return self.text
+        shown = self._stable + words[len(self._stable) :]
+        return self.text, " ".join(shown)
 
 
 def _norm(word: str) -> str:

@@ -25,6 +25,9 @@ from .prompt import RollingPrompt
 from .segmenter import SegmenterConfig, SpeechClassifier, UtteranceEnded, UtteranceStarted, VadSegmenter
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# Whisper on under a second of speech mostly guesses (seen: "That what? That what? ..." for 0.5 s); the first
+# partial waits for this much audio.
+MIN_PARTIAL_AUDIO_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class StreamConfig:
     vad_aggressiveness: int = 2
     prompt_max_tokens: int = 200
     prompt_reset_silence_s: float = 30.0
-    final_beam_size: int = 5
+    final_beam_size: int = 1
     partial_beam_size: int = 1
 
     def validate(self) -> StreamConfig:
@@ -71,7 +74,8 @@ class SessionState(enum.Enum):
 @dataclass
 class _Utterance:
     utterance_id: int
-    start_sample: int
+    start_sample: int  # first sample of its audio (pre-roll included)
+    speech_sample: int  # first voiced sample: the ``start`` clients see
     partial_requests: int = 0
     partial_shown: int = 0  # sequence number of the newest partial delivered
     samples_at_last_partial: int = 0
@@ -133,7 +137,8 @@ class _Channel:
 
     def _on_segment(self, event: UtteranceStarted | UtteranceEnded) -> list[SessionEvent]:
         if isinstance(event, UtteranceStarted):
-            utt = _Utterance(self.next_utterance_id, event.start_sample, samples_at_last_partial=event.start_sample)
+            utt = _Utterance(self.next_utterance_id, event.start_sample, event.speech_sample,
+                             samples_at_last_partial=event.start_sample)
             self.next_utterance_id += 1
             self.open = utt
             self.utterances[utt.utterance_id] = utt
@@ -142,7 +147,7 @@ class _Channel:
         assert utt is not None and utt.start_sample == event.start_sample
         self.open = None
         utt.final_requested = True
-        utt.end_sample = event.end_sample
+        utt.end_sample = event.speech_end_sample
         job = DecodeJob(
             owner=self.session_id,
             kind=JobKind.FINAL,
@@ -159,6 +164,8 @@ class _Channel:
             return []
         now = self.segmenter.samples_seen
         if now - utt.samples_at_last_partial < self.config.partial_interval_ms * SAMPLE_RATE // 1000:
+            return []
+        if now - utt.start_sample < MIN_PARTIAL_AUDIO_S * SAMPLE_RATE:
             return []
         utt.samples_at_last_partial = now
         utt.partial_requests += 1
@@ -177,13 +184,14 @@ class _Channel:
         if utt is None or utt.final_requested or sequence <= utt.partial_shown:
             return []
         utt.partial_shown = sequence
-        stable = utt.agreement.update(result.text)
-        start = utt.start_sample / SAMPLE_RATE
-        return [Partial(self.index, utterance_id, start, start + audio_s, result.text, stable)]
+        stable, shown = utt.agreement.update(result.text)
+        end = utt.start_sample / SAMPLE_RATE + audio_s
+        return [Partial(self.index, utterance_id, utt.speech_sample / SAMPLE_RATE, end, shown, stable)]
 
     def on_final(self, utterance_id: int, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
         utt = self.utterances.pop(utterance_id)
-        start, end = utt.start_sample / SAMPLE_RATE, utt.end_sample / SAMPLE_RATE
+        start, end = utt.speech_sample / SAMPLE_RATE, utt.end_sample / SAMPLE_RATE
+        audio_start = utt.start_sample / SAMPLE_RATE  # word times are relative to the decoded audio
         events: list[SessionEvent] = []
         if result is None:
             events.append(DecodeError(self.index, utterance_id, error or "decode failed"))
@@ -192,7 +200,7 @@ class _Channel:
             text, language = result.text, result.language
             self.prompt.commit(text, end, suspicious=result.looks_hallucinated)
             words = (
-                tuple(Word(w.word, round(start + w.start, 3), round(start + w.end, 3), w.probability)
+                tuple(Word(w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability)
                       for w in result.words)
                 if self.config.word_timestamps else None
             )
@@ -214,6 +222,7 @@ class StreamingSession:
         self._channels = [_Channel(i, config, session_id, classifier) for i in range(config.channels)]
         self._partial_seq: dict[int, tuple[int, int, int]] = {}  # job_id -> (channel, utterance, sequence)
         self._final_jobs: dict[int, tuple[int, int]] = {}  # job_id -> (channel, utterance)
+        self._final_audio_s: dict[int, float] = {}  # job_id -> seconds of audio awaiting its final
         self.bytes_received = 0
 
     @property
@@ -224,6 +233,11 @@ class StreamingSession:
     @property
     def pending_finals(self) -> int:
         return sum(c.pending_finals for c in self._channels)
+
+    @property
+    def backlog_seconds(self) -> float:
+        """Audio of ended utterances still waiting for their finals: what backpressure bounds."""
+        return sum(self._final_audio_s.values())
 
     @property
     def done(self) -> bool:
@@ -264,6 +278,7 @@ class StreamingSession:
     def _on_outcome(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
         if job.job_id in self._final_jobs:
             channel, utterance_id = self._final_jobs.pop(job.job_id)
+            self._final_audio_s.pop(job.job_id, None)
             return self._channels[channel].on_final(utterance_id, result, error)
         entry = self._partial_seq.pop(job.job_id, None)
         if entry is None or result is None:
@@ -284,6 +299,7 @@ class StreamingSession:
                 continue
             if event.is_final:
                 self._final_jobs[event.job.job_id] = (event.channel, event.utterance_id)
+                self._final_audio_s[event.job.job_id] = event.job.duration_s
             else:
                 utt = self._channels[event.channel].utterances[event.utterance_id]
                 self._partial_seq[event.job.job_id] = (event.channel, event.utterance_id, utt.partial_requests)

@@ -51,7 +51,8 @@ class UtteranceStarted:
 @dataclass(frozen=True)
 class UtteranceEnded:
     start_sample: int
-    end_sample: int
+    end_sample: int  # end of the audio handed over (speech plus a short silent tail)
+    speech_end_sample: int  # end of the last voiced frame: where the speaker stopped
     audio: np.ndarray  # float32 copy of [start_sample, end_sample), owned by the receiver
     reason: str  # "endpoint" | "max_length" | "flush"
 
@@ -169,7 +170,9 @@ class VadSegmenter:
 
     def _end(self, end_sample: int, reason: str) -> UtteranceEnded:
         assert self._utt_start is not None
-        event = UtteranceEnded(self._utt_start, end_sample, self._slice(self._utt_start, end_sample), reason)
+        speech_end = min(end_sample, max(self._last_voiced_end, self._utt_start))
+        audio = self._slice(self._utt_start, end_sample)
+        event = UtteranceEnded(self._utt_start, end_sample, speech_end, audio, reason)
         self._utt_start = None
         self._last_end = end_sample
         self._recent.clear()
