@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
@@ -23,8 +24,9 @@ from .config import Settings
 from .decode.backend import DecodeBackend
 from .decode.engine import DecodeEngine
 from .decode.scheduler import BatchScheduler
+from .errors import StreamServerError
 from .metrics import Metrics
-from .transport import ws
+from .transport import http, ws
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -85,6 +87,15 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
             "engine_busy": engine.busy,
         })
 
+    @app.exception_handler(StreamServerError)
+    async def on_stream_server_error(request: Request, exc: StreamServerError) -> Response:
+        return http.error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return http.validation_error_response(exc)
+
+    app.include_router(http.router)
     app.add_api_websocket_route("/v1/listen", ws.listen)
     if STATIC_DIR.is_dir():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
