@@ -1,0 +1,94 @@
+"""Batching policy of ``BatchScheduler``: pure, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_server.decode.scheduler import BatchScheduler
+from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
+
+AUDIO = np.zeros(16000, dtype=np.float32)
+
+
+def job(owner: str, kind: JobKind, utterance: int = 0, channel: int = 0) -> DecodeJob:
+    key = (owner, channel, utterance) if kind is not JobKind.OFFLINE else None
+    return DecodeJob(owner=owner, kind=kind, audio=AUDIO, options=DecodeOptions(), stream_key=key)
+
+
+def test_finals_go_before_partials_oldest_first():
+    s = BatchScheduler(max_batch_size=3)
+    p1, f1, p2, f2 = (job("a", JobKind.PARTIAL, 1), job("b", JobKind.FINAL, 0), job("c", JobKind.PARTIAL, 4),
+                      job("d", JobKind.FINAL, 2))
+    for j in (p1, f1, p2, f2):
+        s.add(j)
+    assert s.next_batch() == [f1, f2, p1]
+    assert s.next_batch() == [p2]
+    assert s.next_batch() == []
+
+
+def test_a_newer_partial_replaces_the_queued_one_in_place():
+    s = BatchScheduler(max_batch_size=8)
+    old, other, new = job("a", JobKind.PARTIAL, 1), job("b", JobKind.PARTIAL, 1), job("a", JobKind.PARTIAL, 1)
+    s.add(old)
+    s.add(other)
+    assert s.add(new) == [old]
+    assert s.next_batch() == [new, other]  # 'a' keeps its place in line
+    assert s.stats().superseded_partials == 1
+
+
+def test_a_final_drops_its_utterances_queued_partial():
+    s = BatchScheduler()
+    partial, final = job("a", JobKind.PARTIAL, 3), job("a", JobKind.FINAL, 3)
+    s.add(partial)
+    assert s.add(final) == [partial]
+    assert s.next_batch() == [final]
+
+
+def test_cancel_drops_only_that_owners_work():
+    s = BatchScheduler()
+    mine = [job("a", JobKind.FINAL, 0), job("a", JobKind.PARTIAL, 1), job("a", JobKind.OFFLINE)]
+    theirs = job("b", JobKind.FINAL, 0)
+    for j in [*mine, theirs]:
+        s.add(j)
+    assert set(x.job_id for x in s.cancel("a")) == {x.job_id for x in mine}
+    assert s.queue_depth == 1
+    assert s.next_batch() == [theirs]
+
+
+def test_uploads_get_a_share_of_every_batch_and_never_starve_streams():
+    s = BatchScheduler(max_batch_size=8, offline_share=0.25)
+    uploads = [job("upload", JobKind.OFFLINE) for _ in range(100)]
+    for u in uploads:
+        s.add(u)
+    partials = [job(f"s{i}", JobKind.PARTIAL, 0) for i in range(10)]
+    finals = [job(f"s{i}", JobKind.FINAL, 1) for i in range(3)]
+    for j in partials + finals:
+        s.add(j)
+    batch = s.next_batch()
+    assert batch[:3] == finals
+    assert sum(j.kind is JobKind.OFFLINE for j in batch) == 2  # a quarter of 8
+    assert sum(j.kind is JobKind.PARTIAL for j in batch) == 3
+    # with no stream work, uploads fill whole batches
+    s.next_batch(), s.next_batch(), s.next_batch()
+    assert all(j.kind is JobKind.OFFLINE for j in s.next_batch())
+
+
+def test_stats_report_batches_and_owners():
+    s = BatchScheduler(max_batch_size=4)
+    for owner in "abc":
+        s.add(job(owner, JobKind.FINAL))
+    s.next_batch()
+    s.add(job("a", JobKind.FINAL))
+    s.next_batch()
+    stats = s.stats()
+    assert (stats.batches, stats.items, stats.max_batch_size_seen, stats.max_owners_in_batch) == (2, 4, 3, 3)
+    assert stats.batch_size_histogram == {1: 1, 3: 1}
+    assert stats.queue_depth == 0
+
+
+def test_a_partial_needs_a_key_and_batch_size_is_positive():
+    with pytest.raises(ValueError):
+        BatchScheduler(max_batch_size=0)
+    with pytest.raises(ValueError):
+        BatchScheduler().add(DecodeJob("a", JobKind.PARTIAL, AUDIO, DecodeOptions()))

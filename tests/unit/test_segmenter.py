@@ -1,0 +1,82 @@
+"""VAD segmenter with the real webrtcvad and with an injected classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_server.session.segmenter import (
+    FRAME_SAMPLES,
+    SegmenterConfig,
+    UtteranceEnded,
+    UtteranceStarted,
+    VadSegmenter,
+    split_utterances,
+)
+from tests.helpers import silence, synthesize
+
+RATE = 16000
+
+
+def loud(frame: np.ndarray) -> bool:
+    return float(np.abs(frame).mean()) > 0.05
+
+
+def tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def push_all(seg: VadSegmenter, audio: np.ndarray, chunk: int = 1234) -> list:
+    return [e for i in range(0, len(audio), chunk) for e in seg.push(audio[i : i + chunk])]
+
+
+def test_preroll_tail_and_endpointing():
+    cfg = SegmenterConfig(endpointing_ms=500, preroll_ms=300, tail_ms=300)
+    seg = VadSegmenter(cfg, loud)
+    events = push_all(seg, np.concatenate([silence(1.0), tone(1.0), silence(0.45)]))
+    assert [type(e) for e in events] == [UtteranceStarted]  # 450 ms of silence: not yet the end
+    assert events[0].speech_sample == pytest.approx(RATE, abs=FRAME_SAMPLES)
+    assert events[0].start_sample == pytest.approx(0.7 * RATE, abs=FRAME_SAMPLES)
+    (ended,) = push_all(seg, silence(0.1))
+    assert isinstance(ended, UtteranceEnded) and ended.reason == "endpoint"
+    assert ended.speech_end_sample == pytest.approx(2 * RATE, abs=FRAME_SAMPLES)
+    assert ended.end_sample == pytest.approx(2.3 * RATE, abs=FRAME_SAMPLES)
+    assert len(ended.audio) == ended.end_sample - ended.start_sample
+
+
+def test_short_clicks_do_not_start_speech():
+    seg = VadSegmenter(SegmenterConfig(), loud)
+    clicks = np.concatenate([np.concatenate([tone(0.03), silence(0.3)]) for _ in range(10)])
+    assert push_all(seg, clicks) == []
+
+
+def test_flush_ends_the_open_utterance():
+    seg = VadSegmenter(SegmenterConfig(), loud)
+    push_all(seg, tone(1.0))
+    (ended,) = seg.flush()
+    assert ended.reason == "flush" and ended.end_sample == RATE
+    assert seg.flush() == []
+
+
+def test_buffer_stays_bounded_over_a_long_stream():
+    seg = VadSegmenter(SegmenterConfig(max_utterance_s=5.0), loud)
+    capacity = len(seg._buf)
+    for _ in range(60):  # two minutes of speech and pauses
+        push_all(seg, np.concatenate([tone(1.5), silence(0.6)]), chunk=1600)
+    assert len(seg._buf) == capacity
+
+
+def test_real_webrtcvad_finds_two_spoken_sentences():
+    audio = np.concatenate([silence(0.5), synthesize("Good morning everyone."), silence(1.0),
+                            synthesize("Let us begin the meeting."), silence(1.0)])
+    ranges = split_utterances(audio)
+    assert len(ranges) == 2
+    (s1, e1), (s2, e2) = ranges
+    assert s1 < e1 <= s2 < e2 <= len(audio)
+
+
+def test_near_silent_noise_is_not_speech():
+    rng = np.random.default_rng(0)
+    hum = (rng.standard_normal(RATE * 5) * 10 ** (-60 / 20)).astype(np.float32)  # -60 dBFS dither
+    assert split_utterances(hum) == []
