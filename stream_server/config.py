@@ -33,13 +33,16 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = Field("plain", description="log line format")
 
     # --- model
-    model: str = Field("embedded", description="'embedded' (tiny.en), a CTranslate2 Whisper dir or a size name")
+    model: str = Field(
+        "embedded", description="'embedded' (tiny.en), a CTranslate2 Whisper dir or a size name"
+    )
     model_id: str = Field("", description="id reported to clients; default: derived from --model")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = Field("default", description="int8 on CPU, float16 on CUDA when 'default'")
     cpu_threads: int = Field(0, description="CTranslate2 intra-op threads; 0 = number of cores")
     final_beam_size: int = Field(
-        1, description="beam size for finals and uploads (measured: beam 5 no better on LibriSpeech, 1.7x slower)"
+        1,
+        description="beam size for finals and uploads (measured: beam 5 no better on LibriSpeech, 1.7x slower)",
     )
     partial_beam_size: int = Field(1, description="beam size for partials (greedy by default)")
     min_window_s: float = Field(4.0, description="shortest encoder window (seconds of features)")
@@ -58,13 +61,17 @@ class Settings(BaseSettings):
     partial_interval_ms: int = Field(500, description="new audio between partial decodes")
     max_utterance_s: float = Field(25.0, description="longer utterances are cut at a quiet point")
     prompt_max_tokens: int = Field(200, description="rolling prompt length cap (tokens, approximately)")
-    prompt_reset_silence_s: float = Field(30.0, description="silence after which the rolling prompt is dropped")
+    prompt_reset_silence_s: float = Field(
+        30.0, description="silence after which the rolling prompt is dropped"
+    )
 
     # --- limits
     max_sessions: int = Field(64, description="concurrent websocket sessions")
     max_message_bytes: int = Field(1 << 20, description="largest websocket message")
     max_session_s: float = Field(4 * 3600.0, description="longest websocket session (wall seconds)")
-    idle_timeout_s: float = Field(60.0, description="close a session with no audio or keepalive for this long")
+    idle_timeout_s: float = Field(
+        60.0, description="close a session with no audio or keepalive for this long"
+    )
     max_backlog_s: float = Field(30.0, description="audio a session may have buffered but not yet processed")
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest HTTP upload")
     max_upload_duration_s: float = Field(4 * 3600.0, description="longest decoded HTTP upload")

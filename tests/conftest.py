@@ -58,13 +58,21 @@ def start_server(tmp_dir: Path, **overrides: object) -> ServerHandle:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_SERVER_")}
     for key, value in overrides.items():
         env[f"STREAM_SERVER_{key.upper()}"] = (
-            value if isinstance(value, str) else __import__("json").dumps(value)
-            if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) else str(value)
+            value
+            if isinstance(value, str)
+            else __import__("json").dumps(value)
+            if isinstance(value, (list, dict))
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
         )
     log_path = tmp_dir / f"server-{port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "stream_server", "serve", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     handle = ServerHandle(process, port, log_path)
     deadline = time.monotonic() + 60
@@ -90,7 +98,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHand
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., contextlib.AbstractContextManager[ServerHandle]]]:
+def server_factory(
+    tmp_path: Path,
+) -> Iterator[Callable[..., contextlib.AbstractContextManager[ServerHandle]]]:
     """``with server_factory(max_sessions=2) as srv:`` starts a server with those settings (env overrides)."""
 
     @contextlib.contextmanager

@@ -123,8 +123,9 @@ async def stream_audio(
     result = StreamResult()
     chunk = max(2, int(bps * chunk_s)) // 2 * 2
     sent_at: list[tuple[float, float]] = []  # (stream seconds sent so far, wall time)
-    async with websockets.connect(f"{ws_url}/v1/listen?{urlencode(query)}", additional_headers=headers,
-                                  max_size=None, open_timeout=30) as ws:
+    async with websockets.connect(
+        f"{ws_url}/v1/listen?{urlencode(query)}", additional_headers=headers, max_size=None, open_timeout=30
+    ) as ws:
 
         async def sender() -> None:
             t0 = time.monotonic()

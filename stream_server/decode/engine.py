@@ -41,7 +41,11 @@ BatchObserver = Callable[[BatchReport], None]
 
 class DecodeEngine:
     def __init__(
-        self, backend: DecodeBackend, scheduler: BatchScheduler, max_wait_ms: float = 0.0, max_queue: int = 2048
+        self,
+        backend: DecodeBackend,
+        scheduler: BatchScheduler,
+        max_wait_ms: float = 0.0,
+        max_queue: int = 2048,
     ) -> None:
         self.backend = backend
         self.scheduler = scheduler

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+
 from ..audio import Encoding, PcmDecoder, Resampler
 from ..decode.types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Task, Word
 from ..errors import InvalidParameter, ProtocolError
@@ -87,7 +88,9 @@ class _Utterance:
 class _Channel:
     """One independent stream: its own VAD, utterance counter, rolling prompt and final ordering."""
 
-    def __init__(self, index: int, config: StreamConfig, session_id: str, classifier: SpeechClassifier | None):
+    def __init__(
+        self, index: int, config: StreamConfig, session_id: str, classifier: SpeechClassifier | None
+    ):
         self.index = index
         self.config = config
         self.session_id = session_id
@@ -107,12 +110,16 @@ class _Channel:
         self.ready_finals: dict[int, Final] = {}  # decoded, waiting for earlier ones
         self.next_final_to_send = 0
         partial_opts = DecodeOptions(
-            task=config.task, language=config.language, beam_size=config.partial_beam_size,
+            task=config.task,
+            language=config.language,
+            beam_size=config.partial_beam_size,
             initial_prompt=config.prompt or None,
         )
         self.partial_options = partial_opts
         self.final_options = replace(
-            partial_opts, beam_size=config.final_beam_size, temperatures=FALLBACK_TEMPERATURES,
+            partial_opts,
+            beam_size=config.final_beam_size,
+            temperatures=FALLBACK_TEMPERATURES,
             word_timestamps=config.word_timestamps,
         )
 
@@ -137,15 +144,22 @@ class _Channel:
 
     def _on_segment(self, event: UtteranceStarted | UtteranceEnded) -> list[SessionEvent]:
         if isinstance(event, UtteranceStarted):
-            utt = _Utterance(self.next_utterance_id, event.start_sample, event.speech_sample,
-                             samples_at_last_partial=event.start_sample)
+            utt = _Utterance(
+                self.next_utterance_id,
+                event.start_sample,
+                event.speech_sample,
+                samples_at_last_partial=event.start_sample,
+            )
             self.next_utterance_id += 1
             self.open = utt
             self.utterances[utt.utterance_id] = utt
             return [SpeechStarted(self.index, utt.utterance_id, event.speech_sample / SAMPLE_RATE)]
-        utt = self.open
-        assert utt is not None and utt.start_sample == event.start_sample
+        ended = self.open
+        assert ended is not None and ended.start_sample == event.start_sample
         self.open = None
+        return self._request_final(ended, event)
+
+    def _request_final(self, utt: _Utterance, event: UtteranceEnded) -> list[SessionEvent]:
         utt.final_requested = True
         utt.end_sample = event.speech_end_sample
         job = DecodeJob(
@@ -179,7 +193,9 @@ class _Channel:
         )
         return [DecodeRequested(job, self.index, utt.utterance_id, is_final=False)]
 
-    def on_partial(self, utterance_id: int, sequence: int, result: DecodeResult, audio_s: float) -> list[SessionEvent]:
+    def on_partial(
+        self, utterance_id: int, sequence: int, result: DecodeResult, audio_s: float
+    ) -> list[SessionEvent]:
         utt = self.utterances.get(utterance_id)
         if utt is None or utt.final_requested or sequence <= utt.partial_shown:
             return []
@@ -188,7 +204,9 @@ class _Channel:
         end = utt.start_sample / SAMPLE_RATE + audio_s
         return [Partial(self.index, utterance_id, utt.speech_sample / SAMPLE_RATE, end, shown, stable)]
 
-    def on_final(self, utterance_id: int, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
+    def on_final(
+        self, utterance_id: int, result: DecodeResult | None, error: str | None
+    ) -> list[SessionEvent]:
         utt = self.utterances.pop(utterance_id)
         start, end = utt.speech_sample / SAMPLE_RATE, utt.end_sample / SAMPLE_RATE
         audio_start = utt.start_sample / SAMPLE_RATE  # word times are relative to the decoded audio
@@ -200,9 +218,14 @@ class _Channel:
             text, language = result.text, result.language
             self.prompt.commit(text, end, suspicious=result.looks_hallucinated)
             words = (
-                tuple(Word(w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability)
-                      for w in result.words)
-                if self.config.word_timestamps else None
+                tuple(
+                    Word(
+                        w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability
+                    )
+                    for w in result.words
+                )
+                if self.config.word_timestamps
+                else None
             )
         self.ready_finals[utterance_id] = Final(self.index, utterance_id, start, end, text, language, words)
         while self.next_final_to_send in self.ready_finals:
@@ -214,7 +237,9 @@ class _Channel:
 class StreamingSession:
     """Protocol v1 session logic for ``channels`` independent streams. Not thread-safe: one owner at a time."""
 
-    def __init__(self, session_id: str, config: StreamConfig, classifier: SpeechClassifier | None = None) -> None:
+    def __init__(
+        self, session_id: str, config: StreamConfig, classifier: SpeechClassifier | None = None
+    ) -> None:
         self.session_id = session_id
         self.config = config.validate()
         self.state = SessionState.OPEN
@@ -275,7 +300,9 @@ class StreamingSession:
     def receive_decode_failure(self, job: DecodeJob, message: str) -> list[SessionEvent]:
         return self._on_outcome(job, None, message)
 
-    def _on_outcome(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
+    def _on_outcome(
+        self, job: DecodeJob, result: DecodeResult | None, error: str | None
+    ) -> list[SessionEvent]:
         if job.job_id in self._final_jobs:
             channel, utterance_id = self._final_jobs.pop(job.job_id)
             self._final_audio_s.pop(job.job_id, None)
@@ -302,6 +329,9 @@ class StreamingSession:
                 self._final_audio_s[event.job.job_id] = event.job.duration_s
             else:
                 utt = self._channels[event.channel].utterances[event.utterance_id]
-                self._partial_seq[event.job.job_id] = (event.channel, event.utterance_id, utt.partial_requests)
+                self._partial_seq[event.job.job_id] = (
+                    event.channel,
+                    event.utterance_id,
+                    utt.partial_requests,
+                )
         return events
-

@@ -13,8 +13,17 @@ from ..session.machine import StreamConfig
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 KNOWN_PARAMS = {
-    "sample_rate", "encoding", "channels", "language", "task", "prompt",
-    "interim_results", "word_timestamps", "endpointing_ms", "model", "access_token",
+    "sample_rate",
+    "encoding",
+    "channels",
+    "language",
+    "task",
+    "prompt",
+    "interim_results",
+    "word_timestamps",
+    "endpointing_ms",
+    "model",
+    "access_token",
 }
 
 
@@ -83,15 +92,30 @@ def _r(t: float) -> float:
 def event_message(event: SessionEvent, default_language: str) -> dict[str, Any] | None:
     """The JSON message for an outbound event (``None`` for events the transport handles itself)."""
     if isinstance(event, SpeechStarted):
-        return {"type": "speech.started", "utterance_id": event.utterance_id, "channel": event.channel,
-                "start": _r(event.start)}
+        return {
+            "type": "speech.started",
+            "utterance_id": event.utterance_id,
+            "channel": event.channel,
+            "start": _r(event.start),
+        }
     if isinstance(event, Partial):
-        return {"type": "partial", "utterance_id": event.utterance_id, "channel": event.channel,
-                "start": _r(event.start), "end": _r(event.end), "text": event.text, "stable_text": event.stable_text}
+        return {
+            "type": "partial",
+            "utterance_id": event.utterance_id,
+            "channel": event.channel,
+            "start": _r(event.start),
+            "end": _r(event.end),
+            "text": event.text,
+            "stable_text": event.stable_text,
+        }
     if isinstance(event, Final):
         message: dict[str, Any] = {
-            "type": "final", "utterance_id": event.utterance_id, "channel": event.channel,
-            "start": _r(event.start), "end": _r(event.end), "text": event.text,
+            "type": "final",
+            "utterance_id": event.utterance_id,
+            "channel": event.channel,
+            "start": _r(event.start),
+            "end": _r(event.end),
+            "text": event.text,
             "language": event.language or default_language,
         }
         if event.words is not None:
@@ -101,8 +125,9 @@ def event_message(event: SessionEvent, default_language: str) -> dict[str, Any] 
             ]
         return message
     if isinstance(event, DecodeError):
-        return error_message("decode_failed", f"utterance {event.utterance_id} on channel {event.channel}: "
-                             f"{event.message}")
+        return error_message(
+            "decode_failed", f"utterance {event.utterance_id} on channel {event.channel}: {event.message}"
+        )
     return None
 
 

@@ -40,8 +40,13 @@ def test_streaming_wer_is_within_two_points_of_faster_whisper(live_server, test_
             audio, rate = sf.read(str(path), dtype="float32")
             payload = to_pcm16(np.concatenate([audio, silence(1.0, rate)]))
             async with gate:
-                result = await stream_audio(live_server.ws_url, payload, sample_rate=rate, realtime=False,
-                                            params={"interim_results": "false"})
+                result = await stream_audio(
+                    live_server.ws_url,
+                    payload,
+                    sample_rate=rate,
+                    realtime=False,
+                    params={"interim_results": "false"},
+                )
             return result.text()
 
         return await asyncio.gather(*(one(path) for path, _ in test_clean))
@@ -54,6 +59,8 @@ def test_streaming_wer_is_within_two_points_of_faster_whisper(live_server, test_
     offline_s = time.monotonic() - started
     references = [text for _, text in test_clean]
     stream_wer, offline_wer = wer(references, streamed), wer(references, offline)
-    print(f"\nLibriSpeech test-clean, {len(references)} utterances: streaming WER {stream_wer:.2%} ({stream_s:.1f} s), "
-          f"faster-whisper transcribe WER {offline_wer:.2%} ({offline_s:.1f} s)")
+    print(
+        f"\nLibriSpeech test-clean, {len(references)} utterances: streaming WER {stream_wer:.2%} ({stream_s:.1f} s), "
+        f"faster-whisper transcribe WER {offline_wer:.2%} ({offline_s:.1f} s)"
+    )
     assert stream_wer <= offline_wer + 0.02

@@ -42,12 +42,16 @@ def test_two_sentences_give_two_finals_with_partials_first(live_server, two_sent
         index = result.events.index(final)
         earlier = result.events[:index]
         assert any(e["type"] == "partial" and e["utterance_id"] == final["utterance_id"] for e in earlier)
-        assert any(e["type"] == "speech.started" and e["utterance_id"] == final["utterance_id"] for e in earlier)
+        assert any(
+            e["type"] == "speech.started" and e["utterance_id"] == final["utterance_id"] for e in earlier
+        )
     for partial in result.of("partial"):
         assert partial["text"].startswith(partial["stable_text"])
     latencies = [latency for _, latency in result.final_arrivals]
-    print(f"final latencies (end of utterance sent -> final received): {[round(x, 3) for x in latencies]}, "
-          f"median {statistics.median(latencies):.3f} s")
+    print(
+        f"final latencies (end of utterance sent -> final received): {[round(x, 3) for x in latencies]}, "
+        f"median {statistics.median(latencies):.3f} s"
+    )
     closed = result.of("session.closed")[0]
     assert closed["reason"] == "client_closed"
     assert closed["audio_seconds"] == pytest.approx(len(two_sentences) / 16000, abs=0.01)
@@ -100,8 +104,15 @@ def test_stereo_channels_are_independent_streams(live_server):
     stereo = np.zeros((n, 2), dtype=np.float32)
     stereo[: len(left), 0] = left
     stereo[: len(right), 1] = right
-    result = asyncio.run(stream_audio(live_server.ws_url, to_pcm16(stereo.reshape(-1)), bytes_per_second=64000,
-                                      params={"channels": "2"}, realtime=False))
+    result = asyncio.run(
+        stream_audio(
+            live_server.ws_url,
+            to_pcm16(stereo.reshape(-1)),
+            bytes_per_second=64000,
+            params={"channels": "2"},
+            realtime=False,
+        )
+    )
     assert result.of("session.started")[0]["channels"] == 2
     by_channel = {c: [f for f in result.finals if f["channel"] == c] for c in (0, 1)}
     assert len(by_channel[0]) == 1 and len(by_channel[1]) == 1, result.finals
@@ -121,15 +132,23 @@ def test_other_sample_rates_are_resampled(live_server, rate):
 
 def test_float32_encoding(live_server):
     audio = np.concatenate([synthesize(SECOND), silence(1.0)]).astype("<f4")
-    result = asyncio.run(stream_audio(live_server.ws_url, audio.tobytes(), bytes_per_second=64000,
-                                      params={"encoding": "pcm_f32le"}, realtime=False))
+    result = asyncio.run(
+        stream_audio(
+            live_server.ws_url,
+            audio.tobytes(),
+            bytes_per_second=64000,
+            params={"encoding": "pcm_f32le"},
+            realtime=False,
+        )
+    )
     assert wer(SECOND, result.text()) <= 0.2
 
 
 def test_word_timestamps_lie_inside_the_final(live_server):
     audio = np.concatenate([silence(0.5), synthesize(FIRST), silence(1.0)])
-    result = asyncio.run(stream_audio(live_server.ws_url, to_pcm16(audio), params={"word_timestamps": "true"},
-                                      realtime=False))
+    result = asyncio.run(
+        stream_audio(live_server.ws_url, to_pcm16(audio), params={"word_timestamps": "true"}, realtime=False)
+    )
     final = result.finals[0]
     words = final["words"]
     assert len(words) >= 6
@@ -159,9 +178,15 @@ def test_concurrent_sessions_share_batches(live_server):
 
 @pytest.mark.parametrize(
     "query, param",
-    [("sample_rate=4000", "sample_rate"), ("encoding=mp3", "encoding"), ("channels=0", "channels"),
-     ("interim_results=maybe", "interim_results"), ("language=fr", "language"), ("bogus=1", "bogus"),
-     ("endpointing_ms=abc", "endpointing_ms")],
+    [
+        ("sample_rate=4000", "sample_rate"),
+        ("encoding=mp3", "encoding"),
+        ("channels=0", "channels"),
+        ("interim_results=maybe", "interim_results"),
+        ("language=fr", "language"),
+        ("bogus=1", "bogus"),
+        ("endpointing_ms=abc", "endpointing_ms"),
+    ],
 )
 def test_invalid_parameters_get_an_error_then_close_1008(live_server, query, param):
     async def scenario():

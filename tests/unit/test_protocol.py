@@ -13,14 +13,33 @@ from stream_server.transport.protocol import event_message, parse_stream_config
 
 def test_every_parameter_is_parsed():
     config = parse_stream_config(
-        {"sample_rate": "44100", "encoding": "pcm_f32le", "channels": "2", "language": "de", "task": "translate",
-         "prompt": "Grafana", "interim_results": "false", "word_timestamps": "1", "endpointing_ms": "800"},
-        StreamConfig(), multilingual=True,
+        {
+            "sample_rate": "44100",
+            "encoding": "pcm_f32le",
+            "channels": "2",
+            "language": "de",
+            "task": "translate",
+            "prompt": "Grafana",
+            "interim_results": "false",
+            "word_timestamps": "1",
+            "endpointing_ms": "800",
+        },
+        StreamConfig(),
+        multilingual=True,
     )
     assert (config.sample_rate, config.encoding, config.channels, config.language, config.task) == (
-        44100, "pcm_f32le", 2, "de", "translate")
+        44100,
+        "pcm_f32le",
+        2,
+        "de",
+        "translate",
+    )
     assert (config.prompt, config.interim_results, config.word_timestamps, config.endpointing_ms) == (
-        "Grafana", False, True, 800)
+        "Grafana",
+        False,
+        True,
+        800,
+    )
 
 
 def test_english_only_model_refuses_other_languages_and_translation():
@@ -31,7 +50,9 @@ def test_english_only_model_refuses_other_languages_and_translation():
     assert parse_stream_config({"language": "en"}, StreamConfig(), multilingual=False).language == "en"
 
 
-@pytest.mark.parametrize("params", [{"sample_rate": "x"}, {"channels": "9"}, {"nope": "1"}, {"encoding": "opus"}])
+@pytest.mark.parametrize(
+    "params", [{"sample_rate": "x"}, {"channels": "9"}, {"nope": "1"}, {"encoding": "opus"}]
+)
 def test_bad_parameters_name_the_parameter(params):
     with pytest.raises(InvalidParameter) as info:
         parse_stream_config(params, StreamConfig(), multilingual=True)
@@ -41,8 +62,15 @@ def test_bad_parameters_name_the_parameter(params):
 def test_events_render_as_protocol_messages():
     final = Final(1, 3, 0.12345, 2.5, "hi there", "en", (Word(" hi", 0.1, 0.3, 0.9),))
     assert event_message(final, "en") == {
-        "type": "final", "utterance_id": 3, "channel": 1, "start": 0.123, "end": 2.5, "text": "hi there",
-        "language": "en", "words": [{"word": "hi", "start": 0.1, "end": 0.3, "probability": 0.9}]}
+        "type": "final",
+        "utterance_id": 3,
+        "channel": 1,
+        "start": 0.123,
+        "end": 2.5,
+        "text": "hi there",
+        "language": "en",
+        "words": [{"word": "hi", "start": 0.1, "end": 0.3, "probability": 0.9}],
+    }
     partial = event_message(Partial(0, 0, 0.0, 1.0, "hi", "hi"), "en")
     assert partial["type"] == "partial" and partial["stable_text"] == "hi"
     assert "words" not in event_message(Final(0, 0, 0, 1, "x", "", None), "en")

@@ -18,8 +18,12 @@ def job(owner: str, kind: JobKind, utterance: int = 0, channel: int = 0) -> Deco
 
 def test_finals_go_before_partials_oldest_first():
     s = BatchScheduler(max_batch_size=3)
-    p1, f1, p2, f2 = (job("a", JobKind.PARTIAL, 1), job("b", JobKind.FINAL, 0), job("c", JobKind.PARTIAL, 4),
-                      job("d", JobKind.FINAL, 2))
+    p1, f1, p2, f2 = (
+        job("a", JobKind.PARTIAL, 1),
+        job("b", JobKind.FINAL, 0),
+        job("c", JobKind.PARTIAL, 4),
+        job("d", JobKind.FINAL, 2),
+    )
     for j in (p1, f1, p2, f2):
         s.add(j)
     assert s.next_batch() == [f1, f2, p1]

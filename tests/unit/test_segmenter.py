@@ -68,8 +68,15 @@ def test_buffer_stays_bounded_over_a_long_stream():
 
 
 def test_real_webrtcvad_finds_two_spoken_sentences():
-    audio = np.concatenate([silence(0.5), synthesize("Good morning everyone."), silence(1.0),
-                            synthesize("Let us begin the meeting."), silence(1.0)])
+    audio = np.concatenate(
+        [
+            silence(0.5),
+            synthesize("Good morning everyone."),
+            silence(1.0),
+            synthesize("Let us begin the meeting."),
+            silence(1.0),
+        ]
+    )
     ranges = split_utterances(audio)
     assert len(ranges) == 2
     (s1, e1), (s2, e2) = ranges
