@@ -10,6 +10,11 @@ Rules, in order:
    line), and a final drops its utterance's queued partial. Replaced jobs are returned to the caller, which
    resolves their futures as superseded.
 4. ``cancel(owner)`` drops everything queued for a closed session or an abandoned request.
+5. A batch's cost is bounded, not only its size: the encoder's work grows with the seconds of audio it sees, and
+   a final that arrives while a batch runs waits for that batch. ``max_batch_audio_s`` caps the audio
+   (plus window margin) of the partials and uploads added after the finals, so a batch of many long partials
+   cannot hold the next final back; the partials left out are superseded by fresher ones meanwhile, which is
+   how partial cadence degrades gracefully under load. Finals are never held back by the cap.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from .types import BatchStats, DecodeJob, JobKind
 
 
 class BatchScheduler:
-    def __init__(self, max_batch_size: int = 16, offline_share: float = 0.25) -> None:
+    def __init__(self, max_batch_size: int = 16, offline_share: float = 0.25, max_batch_audio_s: float = 0.0) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.max_batch_size = max_batch_size
+        self.max_batch_audio_s = max_batch_audio_s  # 0: no cap
         self.offline_slots = max(1, int(max_batch_size * offline_share))
         self._finals: deque[DecodeJob] = deque()
         self._partials: OrderedDict[tuple[str, int, int], DecodeJob] = OrderedDict()
@@ -75,12 +81,13 @@ class BatchScheduler:
         batch: list[DecodeJob] = []
         while self._finals and len(batch) < size:
             batch.append(self._finals.popleft())
+        budget = _Budget(self.max_batch_audio_s, batch)
         offline_quota = min(self.offline_slots, size - len(batch), len(self._offline))
         room_for_partials = size - len(batch) - offline_quota
-        while self._partials and room_for_partials > 0:
+        while self._partials and room_for_partials > 0 and budget.admits(next(iter(self._partials.values()))):
             batch.append(self._partials.popitem(last=False)[1])
             room_for_partials -= 1
-        while self._offline and len(batch) < size:
+        while self._offline and len(batch) < size and budget.admits(self._offline[0]):
             batch.append(self._offline.popleft())
         if batch:
             self._record(batch)
@@ -103,3 +110,24 @@ class BatchScheduler:
             superseded_partials=self._superseded,
             batch_size_histogram=dict(sorted(self._histogram.items())),
         )
+
+
+# Seconds of window margin the backend adds to each item (whisper_ct2.WindowPolicy.margin_s): part of its cost.
+WINDOW_MARGIN_S = 1.0
+
+
+class _Budget:
+    """Audio seconds still allowed in a batch; the first item is always admitted so work always progresses."""
+
+    def __init__(self, limit_s: float, batch: list[DecodeJob]) -> None:
+        self.limit_s = limit_s
+        self.used_s = sum(j.duration_s + WINDOW_MARGIN_S for j in batch)
+        self.empty = not batch
+
+    def admits(self, job: DecodeJob) -> bool:
+        cost = job.duration_s + WINDOW_MARGIN_S
+        if self.limit_s > 0 and not self.empty and self.used_s + cost > self.limit_s:
+            return False
+        self.used_s += cost
+        self.empty = False
+        return True

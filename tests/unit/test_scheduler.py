@@ -96,3 +96,21 @@ def test_a_partial_needs_a_key_and_batch_size_is_positive():
         BatchScheduler(max_batch_size=0)
     with pytest.raises(ValueError):
         BatchScheduler().add(DecodeJob("a", JobKind.PARTIAL, AUDIO, DecodeOptions()))
+
+
+def long_job(owner: str, kind: JobKind, seconds: float, utterance: int = 0) -> DecodeJob:
+    key = (owner, 0, utterance) if kind is not JobKind.OFFLINE else None
+    return DecodeJob(owner, kind, np.zeros(int(seconds * 16000), np.float32), DecodeOptions(), stream_key=key)
+
+
+def test_audio_budget_caps_partials_but_never_finals():
+    s = BatchScheduler(max_batch_size=16, max_batch_audio_s=20.0)
+    finals = [long_job(f"f{i}", JobKind.FINAL, 9.0) for i in range(3)]  # 30 s with margins: over the cap
+    partials = [long_job(f"p{i}", JobKind.PARTIAL, 4.0) for i in range(4)]
+    for j in finals + partials:
+        s.add(j)
+    assert s.next_batch() == finals  # every final, no partial: the budget is spent
+    batch = s.next_batch()
+    assert batch == partials[:4][: len(batch)] and len(batch) == 4  # 4 x 5 s = 20 s fits exactly
+    s.add(long_job("huge", JobKind.PARTIAL, 40.0))
+    assert len(s.next_batch()) == 1  # an item over the cap alone still runs
