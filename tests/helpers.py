@@ -88,7 +88,14 @@ def manifest() -> list[dict]:
 @dataclass
 class StreamResult:
     events: list[dict] = field(default_factory=list)
+    arrived_at: list[float] = field(default_factory=list)  # monotonic wall time of each event
+    sent_at: list[tuple[float, float]] = field(default_factory=list)  # (stream seconds sent so far, wall time)
     final_arrivals: list[tuple[dict, float]] = field(default_factory=list)  # (final, latency_s)
+
+    def delay_after(self, event: dict, stream_s: float) -> float:
+        """Seconds between sending the audio up to ``stream_s`` and ``event`` arriving."""
+        sent = next(w for s, w in self.sent_at if s >= stream_s)
+        return self.arrived_at[self.events.index(event)] - sent
 
     def of(self, kind: str) -> list[dict]:
         return [e for e in self.events if e["type"] == kind]
@@ -122,7 +129,7 @@ async def stream_audio(
     query = {"sample_rate": str(sample_rate), **(params or {})}
     result = StreamResult()
     chunk = max(2, int(bps * chunk_s)) // 2 * 2
-    sent_at: list[tuple[float, float]] = []  # (stream seconds sent so far, wall time)
+    sent_at = result.sent_at
     async with websockets.connect(
         f"{ws_url}/v1/listen?{urlencode(query)}", additional_headers=headers, max_size=None, open_timeout=30
     ) as ws:
@@ -145,6 +152,7 @@ async def stream_audio(
             async for raw in ws:
                 event = json.loads(raw)
                 result.events.append(event)
+                result.arrived_at.append(time.monotonic())
                 if event["type"] == "final":
                     sent = next((w for s, w in sent_at if s >= event["end"]), None)
                     if sent is not None:

@@ -42,9 +42,7 @@ def test_two_sentences_give_two_finals_with_partials_first(live_server, two_sent
         index = result.events.index(final)
         earlier = result.events[:index]
         assert any(e["type"] == "partial" and e["utterance_id"] == final["utterance_id"] for e in earlier)
-        assert any(
-            e["type"] == "speech.started" and e["utterance_id"] == final["utterance_id"] for e in earlier
-        )
+        assert any(e["type"] == "speech.started" and e["utterance_id"] == final["utterance_id"] for e in earlier)
     for partial in result.of("partial"):
         assert partial["text"].startswith(partial["stable_text"])
     latencies = [latency for _, latency in result.final_arrivals]
@@ -229,3 +227,49 @@ def test_odd_byte_chunks_are_reassembled(live_server):
     payload = to_pcm16(np.concatenate([synthesize(THIRD), silence(1.0)]))
     result = asyncio.run(stream_audio(live_server.ws_url, payload, chunk_s=0.0317, realtime=False))
     assert wer(THIRD, result.text()) <= 0.2
+
+
+def test_a_busy_model_never_delays_audio_intake(live_server, tmp_path):
+    """While a long upload keeps the model busy, a live session's audio is still taken in at once: its
+    speech.started (decided by the VAD, no model involved) arrives promptly, and its final still arrives."""
+    import threading
+
+    import httpx
+
+    from ..helpers import write_wav
+
+    long_speech = np.concatenate([np.concatenate([synthesize(s), silence(0.6)]) for s in [FIRST, SECOND, THIRD] * 6])
+    upload = write_wav(tmp_path / "long.wav", long_speech)
+    done = threading.Event()
+
+    def post_upload() -> None:
+        with upload.open("rb") as f:
+            httpx.post(
+                f"{live_server.base_url}/v1/audio/transcriptions",
+                files={"file": f},
+                data={"model": "whisper-1"},
+                timeout=300,
+            )
+        done.set()
+
+    thread = threading.Thread(target=post_upload)
+    thread.start()
+    try:
+        time_to_busy = 0.0
+        while status(live_server)["engine_busy"] is False and time_to_busy < 10:
+            time_to_busy += 0.05
+            __import__("time").sleep(0.05)
+        audio = np.concatenate([silence(1.0), synthesize(CALL), silence(1.0)])
+        result = asyncio.run(stream_audio(live_server.ws_url, to_pcm16(audio)))
+    finally:
+        thread.join(300)
+    assert done.is_set()
+    started = result.of("speech.started")
+    assert len(started) == 1
+    assert wer(CALL, result.text()) <= 0.2
+    # speech.started is stamped in stream time; at real-time pace it must arrive within 0.5 s of that audio
+    # having been sent, however busy the model is
+    assert started[0]["start"] == pytest.approx(1.0, abs=0.3)
+    intake_delay = result.delay_after(started[0], started[0]["start"] + 0.15)  # 4 voiced 30 ms frames decide
+    print(f"speech.started arrived {intake_delay:.3f} s after its audio was sent (model busy: {time_to_busy < 10})")
+    assert intake_delay < 0.5
