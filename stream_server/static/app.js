@@ -194,7 +194,8 @@
         if (session.state === 'live') setStatus('Listening. Speak now.');
         break;
       case 'error':
-        showError(`Server error (${event.code}): ${event.message}`);
+        session.serverError = `Server error (${event.code}): ${event.message}`;
+        showError(session.serverError);
         break;
       case 'session.closed':
         session.closedByServer = true;
@@ -269,8 +270,10 @@
       const expected = session.state === 'stopping' || session.closedByServer;
       if (!expected) {
         const reason = close.reason ? `: ${close.reason}` : '';
+        const closed = `The connection closed (code ${close.code}${reason}).`;
         const hint = session.state === 'starting' ? ' Check the API key and that the server is running.' : '';
-        showError(`The connection closed (code ${close.code}${reason}).${hint}`);
+        // The server says why in an error event before it closes: keep that in front.
+        showError(session.serverError ? `${session.serverError} ${closed}` : `${closed}${hint}`);
       }
       teardown(session);
     };

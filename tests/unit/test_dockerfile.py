@@ -161,8 +161,9 @@ def parse_dockerfile(text: str) -> Dockerfile:
             global_args[name.strip()] = default.strip()
         else:
             stages[-1].instructions.append(instruction)
-        if keyword in {"CMD", "ENTRYPOINT", "SHELL"}:
-            instruction.exec_form  # raises on malformed JSON
+        # exec_form raises on malformed JSON; SHELL has no shell form.
+        if keyword in {"CMD", "ENTRYPOINT", "SHELL"} and instruction.exec_form is None:
+            assert keyword != "SHELL", f"line {line}: SHELL takes a JSON array"
     assert stages, "no FROM"
     return Dockerfile(global_args, stages)
 
@@ -402,9 +403,7 @@ def test_readme_docker_commands_match_the_dockerfile(dockerfile: Dockerfile) -> 
     commands = shell_commands(readme_text(), "docker")
     builds = [words for words in commands if words[1] == "build"]
     assert len(builds) >= 2, "README must show the CPU and the CUDA build"
-    build_args = {
-        words[i + 1] for words in builds for i, word in enumerate(words[:-1]) if word == "--build-arg"
-    }
+    build_args = {words[i + 1] for words in builds for i, word in enumerate(words[:-1]) if word == "--build-arg"}
     assert "BASE=cuda" in build_args, "README must show the CUDA build (--build-arg BASE=cuda)"
     for assignment in build_args:
         name, _, value = assignment.partition("=")
