@@ -231,12 +231,12 @@
         processorOptions: { targetSampleRate: TARGET_SAMPLE_RATE, chunkSamples: CHUNK_SAMPLES },
       });
       session.node.port.onmessage = (message) => onWorkletMessage(session, message.data);
+      setStatus('Connecting…'); // session.started replaces it
       openSocket(session);
       const source = session.context.createMediaStreamSource(session.stream);
       source.connect(session.node);
       session.node.connect(session.context.destination); // silent output; keeps the node processing
       await session.context.resume();
-      setStatus('Connecting…');
     } catch (err) {
       showError(`Could not start: ${err && err.message ? err.message : err}`);
       teardown(session);
