@@ -1,0 +1,97 @@
+"""PNG plots of a results JSON: latency against concurrent streams (one line per system), and the core grid.
+
+    python -m benchmarks.plots benchmarks/results/stream_cpu_quick.json   # redraw from a saved run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .metrics import CAPACITY_P95_S  # noqa: E402
+
+COLORS = {"ours": "tab:blue", "ours_naive": "tab:orange", "whisperlive": "tab:green", "whisperlivekit": "tab:red"}
+
+
+def plot_latency(result: dict[str, Any], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for name, system in result.get("systems", {}).items():
+        levels = [lv for lv in system.get("levels", []) if lv["final_latency_s"]["count"]]
+        if not levels:
+            continue
+        n = [lv["clients"] for lv in levels]
+        color = COLORS.get(name)
+        label = f"{system.get('label', name)} (capacity {system.get('capacity')})"
+        for ax, key in zip(axes[:2], ("p50", "p95")):
+            ax.plot(n, [lv["final_latency_s"][key] for lv in levels], marker="o", color=color, label=label)
+            behind = [(lv["clients"], lv["final_latency_s"][key]) for lv in levels if not lv["kept_up"]]
+            if behind:
+                ax.scatter(*zip(*behind), marker="x", s=90, color=color)
+        axes[2].plot(n, [lv["final_latency_s"]["p99"] for lv in levels], marker="o", color=color, label=label)
+    titles = ("p50 final latency", "p95 final latency", "p99 final latency")
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent real-time streams")
+        ax.set_ylabel("seconds (audio sent -> final received)")
+        ax.set_title(title)
+        ax.axhline(CAPACITY_P95_S, color="grey", linestyle="--", linewidth=1)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left")
+    machine = result.get("machine", {})
+    fig.suptitle(f"{result.get('model', {}).get('id')} on {machine.get('device')} ({machine.get('cpu_count')} cores, "
+                 f"{machine.get('cpu', '')[:40]}), {result.get('mode')} run {result.get('date_utc', '')[:10]}; "
+                 f"x = fell behind; dashed = {CAPACITY_P95_S} s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_core(core: dict[str, Any], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    windows = sorted({r["window"] for r in core["rows"]}, key=["full", "trimmed", "tight"].index)
+    for window in windows:
+        rows = [r for r in core["rows"] if r["window"] == window]
+        wer = ", ".join(f"{100 * r['wer']:.1f}" for r in rows if r["wer"] is not None)
+        axes[0].plot([r["batch_size"] for r in rows], [r["utterances_per_s"] for r in rows], marker="o",
+                     label=f"{window} window (WER % by batch: {wer})")
+        axes[1].plot([r["batch_size"] for r in rows], [r["ms_per_utterance"] for r in rows], marker="o", label=window)
+    ref = core.get("faster_whisper_transcribe") or {}
+    if ref:
+        axes[0].axhline(ref["utterances_per_s"], color="grey", linestyle="--",
+                        label=f"faster-whisper transcribe, beam 5 (WER {100 * (ref['wer'] or 0):.1f}%)")
+    for ax, ylabel in zip(axes, ("utterances / s", "ms / utterance")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Whisper core alone: {core['utterances']} LibriSpeech utterances ({core['audio_s']} s), "
+                 f"{core['device']} {core['compute_type']}, beam {core['beam_size']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    for name in argv:
+        path = Path(name)
+        result = json.loads(path.read_text())
+        print(plot_latency(result, path.with_name(path.stem.replace("stream_", "latency_") + ".png")))
+        if result.get("decode_core", {}).get("rows"):
+            print(plot_core(result["decode_core"], path.with_name(path.stem.replace("stream_", "decode_core_")
+                                                                   + ".png")))
+
+
+if __name__ == "__main__":
+    main()
