@@ -87,8 +87,7 @@ def _open_container(source: BinaryIO, filename: str | None) -> av.container.Inpu
                 param="file",
             ) from exc
         raise UnsupportedFormat(
-            f"Unrecognized file format{f' of {filename!r}' if filename else ''}. "
-            f"Supported formats: {_SUPPORTED_LIST}.",
+            f"Unrecognized file format{f' of {filename!r}' if filename else ''}. Supported formats: {_SUPPORTED_LIST}.",
             param="file",
         ) from exc
 
@@ -155,7 +154,5 @@ def decode_audio(source: BinaryIO, *, filename: str | None = None, max_duration_
 def _append_checked(pcm: _PcmBuffer, frame: av.AudioFrame, max_samples: int, max_duration_s: float) -> None:
     samples = frame.to_ndarray().reshape(-1)
     if len(pcm) + len(samples) > max_samples:
-        raise LimitExceeded(
-            f"The decoded audio is longer than the limit of {max_duration_s:g} seconds.", param="file"
-        )
+        raise LimitExceeded(f"The decoded audio is longer than the limit of {max_duration_s:g} seconds.", param="file")
     pcm.append(samples)

@@ -202,9 +202,7 @@ def render_verbose_json(
         ]
     if "word" in granularities:
         body["words"] = [
-            {"word": w.word.strip(), "start": w.start, "end": w.end}
-            for s in transcript.segments
-            for w in s.words
+            {"word": w.word.strip(), "start": w.start, "end": w.end} for s in transcript.segments for w in s.words
         ]
     body["usage"] = _usage(transcript)
     return body

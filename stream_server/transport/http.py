@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from ..decode.types import Task
 from ..errors import InvalidParameter, LimitExceeded, ModelNotFound, StreamServerError, Unauthorized
@@ -54,6 +55,7 @@ DRAIN_MAX_S = 10.0
 # streams and other uploads (see ``offline``).
 UPLOAD_MAX_IN_FLIGHT = 4
 _CREATED = int(time.time())
+CLIENT_CLOSED = 499  # nginx's status for "client closed the request": logged and counted, never seen by anyone
 
 
 def _require_api_key(request: Request) -> None:
@@ -140,8 +142,7 @@ async def _drain_body(request: Request) -> None:
 
 def _too_large(max_upload_bytes: int) -> LimitExceeded:
     return LimitExceeded(
-        f"The uploaded file is larger than the limit of {max_upload_bytes} bytes "
-        f"({max_upload_bytes / 2**20:.1f} MiB).",
+        f"The uploaded file is larger than the limit of {max_upload_bytes} bytes ({max_upload_bytes / 2**20:.1f} MiB).",
         param="file",
     )
 
@@ -200,9 +201,7 @@ def _parse_language(value: str | None) -> str | None:
     by_name = {name: c for c, name in formats.LANGUAGE_NAMES.items()}
     if code in by_name:
         return by_name[code]
-    raise InvalidParameter(
-        f"Unsupported language '{value}': use an ISO-639-1 code such as 'en'.", param="language"
-    )
+    raise InvalidParameter(f"Unsupported language '{value}': use an ISO-639-1 code such as 'en'.", param="language")
 
 
 def _parse_temperature(value: str | None) -> float:
@@ -213,9 +212,7 @@ def _parse_temperature(value: str | None) -> float:
     except ValueError:
         temperature = math.nan
     if not 0.0 <= temperature <= 1.0:  # also refuses NaN
-        raise InvalidParameter(
-            f"'temperature' must be a number between 0 and 1, got '{value}'.", param="temperature"
-        )
+        raise InvalidParameter(f"'temperature' must be a number between 0 and 1, got '{value}'.", param="temperature")
     return temperature
 
 
@@ -224,9 +221,7 @@ def parse_upload_form(form: FormData, served_models: frozenset[str], max_upload_
     if file is None:
         raise InvalidParameter("No file was uploaded: send the audio in the 'file' form field.", param="file")
     if not isinstance(file, UploadFile):
-        raise InvalidParameter(
-            "'file' must be a file upload (multipart file part), not a text field.", param="file"
-        )
+        raise InvalidParameter("'file' must be a file upload (multipart file part), not a text field.", param="file")
     if file.size is not None and file.size > max_upload_bytes:
         raise _too_large(max_upload_bytes)
     model = _text_field(form, "model") or OPENAI_MODEL_ALIAS
@@ -347,9 +342,7 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         served = frozenset(_served_models(request))
         upload = parse_upload_form(form, served, settings.max_upload_bytes)
         multilingual = bool(engine.backend.is_multilingual)
-        task = resolve_task(
-            endpoint_task, upload.language, multilingual=multilingual, model_id=engine.backend.model_id
-        )
+        task = resolve_task(endpoint_task, upload.language, multilingual=multilingual, model_id=engine.backend.model_id)
         language = upload.language or (None if multilingual else "en")
         audio = await asyncio.to_thread(
             decode_audio,
@@ -360,6 +353,10 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
     except StreamServerError as exc:
         _count(request, endpoint, exc.http_status)
         raise
+    except ClientDisconnect:
+        log.info("%s: client disconnected during the upload", endpoint)
+        _count(request, endpoint, CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
     finally:
         if form is not None:
             await form.close()
@@ -403,8 +400,8 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         engine.cancel_owner(owner)
     if transcript is None:
         log.info("%s: client disconnected, decode jobs of %s cancelled", endpoint, owner)
-        _count(request, endpoint, 499)
-        return Response(status_code=499)
+        _count(request, endpoint, CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
     if endpoint_task == "translate":
         transcript = dataclasses.replace(transcript, task="translate")
     _count(request, endpoint, 200)

@@ -62,9 +62,7 @@ def uploads(speech_wav: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for ext, options in FFMPEG_FORMATS.items():
         target = speech_wav.with_name(f"speech-upload.{ext}")
-        subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-i", str(speech_wav), *options, str(target)], check=True
-        )
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(speech_wav), *options, str(target)], check=True)
         out[ext] = target
     return out
 
@@ -78,9 +76,7 @@ def _upload(path: Path) -> tuple[str, bytes]:
     return (path.name, path.read_bytes())
 
 
-def _error(
-    response: httpx.Response, status: int, param: str | None, code: str | None = None
-) -> dict[str, Any]:
+def _error(response: httpx.Response, status: int, param: str | None, code: str | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -146,9 +142,7 @@ def test_response_formats(
     assert wer(TEXT, text) <= 0.15, text
 
 
-def test_word_timestamps_lie_inside_their_segment(
-    client: openai.OpenAI, speech_wav: Path, duration_s: float
-) -> None:
+def test_word_timestamps_lie_inside_their_segment(client: openai.OpenAI, speech_wav: Path, duration_s: float) -> None:
     result = client.audio.transcriptions.create(
         file=_upload(speech_wav),
         model="whisper-1",
@@ -173,9 +167,7 @@ def test_word_timestamps_lie_inside_their_segment(
 
 
 def test_stream_sends_deltas_then_done(client: openai.OpenAI, speech_wav: Path) -> None:
-    events = list(
-        client.audio.transcriptions.create(file=_upload(speech_wav), model="whisper-1", stream=True)
-    )
+    events = list(client.audio.transcriptions.create(file=_upload(speech_wav), model="whisper-1", stream=True))
     kinds = [e.type for e in events]
     assert kinds == ["transcript.text.delta", "transcript.text.delta", "transcript.text.done"]
     assert "".join(e.delta for e in events[:-1]) == events[-1].text
@@ -269,9 +261,7 @@ def test_error_cases(live_server: Any, speech_wav: Path, uploads: dict[str, Path
     _error(_post(url, files={"file": ("photo.png", png)}), 400, "file", "unsupported_format")
     error = _error(_post(url, files={"file": ("a.wav", wav)}, data={"model": "gpt-9"}), 404, "model")
     assert error["code"] == "model_not_found"
-    _error(
-        _post(url, files={"file": ("a.wav", wav)}, data={"response_format": "xml"}), 400, "response_format"
-    )
+    _error(_post(url, files={"file": ("a.wav", wav)}, data={"response_format": "xml"}), 400, "response_format")
     for bad in ("1.5", "-0.1", "hot", "nan"):
         _error(_post(url, files={"file": ("a.wav", wav)}, data={"temperature": bad}), 400, "temperature")
     _error(_post(url, files={"file": ("a.wav", wav)}, data={"language": "klingon"}), 400, "language")
@@ -299,8 +289,7 @@ def test_openai_client_raises_on_errors(client: openai.OpenAI, uploads: dict[str
 def _multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[str, Iterator[bytes]]:
     boundary = uuid.uuid4().hex
     head = "".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-        for k, v in fields.items()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
     )
     head += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
 
@@ -313,9 +302,7 @@ def _multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[str,
     return f"multipart/form-data; boundary={boundary}", body()
 
 
-def test_upload_limits(
-    server_factory: Callable[..., Any], speech_wav: Path, uploads: dict[str, Path]
-) -> None:
+def test_upload_limits(server_factory: Callable[..., Any], speech_wav: Path, uploads: dict[str, Path]) -> None:
     big = np.random.default_rng(2).integers(-2000, 2000, 16000 * 40, dtype=np.int16)
     big_wav = speech_wav.with_name("big.wav")
     write_wav(big_wav, big.astype(np.float32) / 32768)
@@ -359,9 +346,7 @@ def test_long_chapter_wer_matches_faster_whisper(client: openai.OpenAI, shared_a
     path = shared_audio / chapter["audio"]
 
     started = time.monotonic()
-    result = client.audio.transcriptions.create(
-        file=_upload(path), model="whisper-1", response_format="verbose_json"
-    )
+    result = client.audio.transcriptions.create(file=_upload(path), model="whisper-1", response_format="verbose_json")
     endpoint_s = time.monotonic() - started
     segments = result.segments or []
     assert all(a.end <= b.start + 1e-3 for a, b in zip(segments, segments[1:], strict=False))

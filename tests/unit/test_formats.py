@@ -14,9 +14,7 @@ SRT_TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2}),(\d{3}) --> (\d{2}):(\d{2}):(\d
 VTT_TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3}) --> (\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
 
 
-def _segment(
-    i: int, start: float, end: float, text: str, words: tuple[TranscriptWord, ...] = ()
-) -> TranscriptSegment:
+def _segment(i: int, start: float, end: float, text: str, words: tuple[TranscriptWord, ...] = ()) -> TranscriptSegment:
     return TranscriptSegment(
         id=i,
         seek=int(start * 100),

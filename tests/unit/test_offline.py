@@ -52,9 +52,7 @@ class FakeEngine:
             return
         marker = int(job.audio[0])  # the test audio holds its own sample index
         words = (
-            (Word(" chunk", 0.5, 0.9, 0.9), Word(f" {marker}.", 1.0, 1.4, 0.9))
-            if job.options.word_timestamps
-            else ()
+            (Word(" chunk", 0.5, 0.9, 0.9), Word(f" {marker}.", 1.0, 1.4, 0.9)) if job.options.word_timestamps else ()
         )
         future.set_result(
             DecodeResult(
@@ -104,11 +102,7 @@ def test_decode_options_for_temperature() -> None:
     greedy = upload_decode_options(
         temperature=0.0, final_beam_size=5, task="transcribe", language="en", prompt="", word_timestamps=False
     )
-    assert (
-        greedy.temperatures == FALLBACK_TEMPERATURES
-        and greedy.beam_size == 5
-        and greedy.initial_prompt is None
-    )
+    assert greedy.temperatures == FALLBACK_TEMPERATURES and greedy.beam_size == 5 and greedy.initial_prompt is None
     sampled = upload_decode_options(
         temperature=0.3,
         final_beam_size=5,
