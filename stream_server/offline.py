@@ -223,6 +223,7 @@ async def transcribe_segments(
     in_flight: collections.deque[tuple[tuple[int, int], asyncio.Future[DecodeResult]]] = collections.deque()
     next_chunk = 0
     segment_id = 0
+    finished = False
     try:
         while next_chunk < len(chunks) or in_flight:
             limit = 1 if detect_language and progress.language is None else max_in_flight
@@ -237,25 +238,31 @@ async def transcribe_segments(
                 )
                 in_flight.append((chunks[next_chunk], engine.submit(job)))
                 next_chunk += 1
-            chunk, future = in_flight[0]
-            result = await future
+            # The head first (file order), then every later chunk that finished in the same batch: the refill
+            # above then gives all new jobs the same, freshest prompt, so they stay batchable together.
+            ready = [(in_flight[0][0], await in_flight[0][1])]
             in_flight.popleft()
-            if progress.language is None:
-                progress.language = result.language
-                if language_found is not None:
-                    language_found(result.language)
-            if result.looks_hallucinated or result.temperature > PROMPT_RESET_TEMPERATURE:
-                progress.recent_texts.clear()
-            elif result.text.strip():
-                progress.recent_texts.append(result.text.strip())
-            if not result.text.strip() or _is_silence(result, options):
-                continue
-            yield _segment(segment_id, chunk, result)
-            segment_id += 1
+            while in_flight and in_flight[0][1].done():
+                chunk, future = in_flight.popleft()
+                ready.append((chunk, future.result()))
+            for chunk, result in ready:
+                if progress.language is None:
+                    progress.language = result.language
+                    if language_found is not None:
+                        language_found(result.language)
+                if result.looks_hallucinated or result.temperature > PROMPT_RESET_TEMPERATURE:
+                    progress.recent_texts.clear()
+                elif result.text.strip():
+                    progress.recent_texts.append(result.text.strip())
+                if not result.text.strip() or _is_silence(result, options):
+                    continue
+                yield _segment(segment_id, chunk, result)
+                segment_id += 1
+        finished = True
     finally:
-        if in_flight:
-            for _, future in in_flight:
-                future.cancel()
+        for _, future in in_flight:
+            future.cancel()
+        if not finished:  # the consumer stopped early or a decode failed: drop this request's queued jobs
             engine.cancel_owner(owner)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 import subprocess
@@ -220,6 +221,27 @@ def test_models(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.models.retrieve("gpt-unknown")
     assert info.value.code == "model_not_found"
+
+
+def test_concurrent_uploads_share_batches(live_server: Any, tmp_path: Path) -> None:
+    """Several multi-chunk uploads at once: their chunks meet in the same batches with previous-text prompts
+    of different lengths, and every request still gets its own text back."""
+    sentences = [FIRST, SECOND, "We will meet at the station at nine tomorrow morning.", "The quick brown fox jumps."]
+    paths, texts = [], []
+    for i in range(3):
+        order = (sentences[i:] + sentences[:i]) * 2  # 8 chunks: the second 4 are prompted with the first 4
+        parts = [np.concatenate([synthesize(s), silence(3.0)]) for s in order]
+        paths.append(write_wav(tmp_path / f"multi-{i}.wav", np.concatenate(parts)))
+        texts.append(" ".join(order))
+
+    def post(path: Path) -> httpx.Response:
+        return _post(live_server.base_url, files={"file": _upload(path)})
+
+    with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
+        responses = list(pool.map(post, paths))
+    for response, text in zip(responses, texts, strict=True):
+        assert response.status_code == 200, response.text
+        assert wer(text, response.json()["text"]) <= 0.2, response.json()["text"]
 
 
 # --- errors -----------------------------------------------------------------------------------------------

@@ -214,3 +214,13 @@ async def test_silence_gives_an_empty_transcript() -> None:
         default_language="en",
     )
     assert transcript.segments == () and transcript.text == "" and engine.jobs == []
+
+
+async def test_chunks_finishing_together_refill_with_one_shared_prompt() -> None:
+    engine = FakeEngine()
+    await transcribe_file(
+        engine, _audio(240), owner="r", options=_options(), split=_speech_every(30, 10), default_language="en"
+    )
+    prompts = [job.prompt_text for job in engine.jobs]
+    assert prompts[:4] == [""] * 4
+    assert len(set(prompts[4:8])) == 1 and prompts[4].count("chunk") == 4  # the whole first wave as context
