@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from .metrics import CAPACITY_P95_S  # noqa: E402
 
@@ -36,20 +37,27 @@ def plot_latency(result: dict[str, Any], path: Path) -> Path:
                 ax.scatter(*zip(*behind), marker="x", s=90, color=color)
         axes[2].plot(n, [lv["final_latency_s"]["p99"] for lv in levels], marker="o", color=color, label=label)
     titles = ("p50 final latency", "p95 final latency", "p99 final latency")
+    all_n = sorted({lv["clients"] for s in result.get("systems", {}).values() for lv in s.get("levels", [])})
     for ax, title in zip(axes, titles):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        if all_n:
+            ax.set_xticks(all_n)
         ax.set_xlabel("concurrent real-time streams")
         ax.set_ylabel("seconds (audio sent -> final received)")
         ax.set_title(title)
         ax.axhline(CAPACITY_P95_S, color="grey", linestyle="--", linewidth=1)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     machine = result.get("machine", {})
     fig.suptitle(f"{result.get('model', {}).get('id')} on {machine.get('device')} ({machine.get('cpu_count')} cores, "
                  f"{machine.get('cpu', '')[:40]}), {result.get('mode')} run {result.get('date_utc', '')[:10]}; "
                  f"x = fell behind; dashed = {CAPACITY_P95_S} s", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -70,6 +78,8 @@ def plot_core(core: dict[str, Any], path: Path) -> Path:
                         label=f"faster-whisper transcribe, beam 5 (WER {100 * (ref['wer'] or 0):.1f}%)")
     for ax, ylabel in zip(axes, ("utterances / s", "ms / utterance")):
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xticks(sorted({r["batch_size"] for r in core["rows"]}))
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)

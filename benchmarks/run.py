@@ -7,7 +7,7 @@
 Order of work: (1) peer venvs are created when missing (timed and printed apart from the measurement); (2) the
 Whisper core alone (``decode_core``); (3) for each system (ours, ours naive, WhisperLive, WhisperLiveKit) its
 server is started, warmed up with one short stream, then swept over concurrency levels 1, 2, 4, ... until it
-falls behind (or, for ours, until p95 final latency exceeds 1.2 s), then stopped; (4) faster-whisper's offline
+falls behind (or reaches its level cap, or the time budget), then stopped; (4) faster-whisper's offline
 transcription of the very excerpts that were streamed, as the accuracy reference; (5) results JSON
 (``benchmarks/results/stream_<device>_<mode>.json``, the latest run; a dated copy beside it) and PNG plots.
 
@@ -62,7 +62,7 @@ class Plan:
     @classmethod
     def for_mode(cls, quick: bool) -> Plan:
         if quick:
-            return cls("quick", (1, 2, 4, 8, 16, 32), 4, 20.0, 100, 15.0, (1, 8), 12, 540.0)
+            return cls("quick", (1, 2, 4, 8, 16, 32), 8, 20.0, 100, 15.0, (1, 8), 12, 540.0)
         return cls("full", (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), 16, 60.0, 100, 30.0,
                    (1, 2, 4, 8, 16, 32), None, None)
 
@@ -144,9 +144,6 @@ def sweep_system(spec: SystemSpec, plan: Plan, recordings: list[Any], endpointin
             if not level.kept_up:
                 out["stopped"] = f"fell behind at {n} streams"
                 break
-            if spec.system == OURS and not level.passed:
-                out["stopped"] = f"p95 final latency above {metrics.CAPACITY_P95_S} s at {n} streams"
-                break
         else:
             out.setdefault("stopped", "largest level of the plan reached")
         out["status"] = "ok"
@@ -160,6 +157,8 @@ def sweep_system(spec: SystemSpec, plan: Plan, recordings: list[Any], endpointin
         out["server_log_tail"] = server.log_tail(6)
     passed = [(lv["clients"], lv["passed"]) for lv in out["levels"]]
     out["capacity"] = metrics.capacity(passed) if out["levels"] else None
+    kept = [(lv["clients"], lv["kept_up"]) for lv in out["levels"]]
+    out["max_streams_kept_up"] = metrics.capacity(kept) if out["levels"] else None
     return out
 
 
@@ -241,6 +240,7 @@ def summarize(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "status": s.get("status"),
             "reason": s.get("reason"),
             "capacity_streams": cap,
+            "max_streams_kept_up": s.get("max_streams_kept_up"),
             "single_stream_final_latency_s": one["final_latency_s"] if one else None,
             "single_stream_partial_lag_p50_s": one["partial_lag_s"]["p50"] if one else None,
             "at_capacity_final_latency_s": at_cap["final_latency_s"] if at_cap else None,
@@ -259,6 +259,10 @@ def summarize(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
         theirs_one = (row.get("single_stream_final_latency_s") or {})
         ratios[name] = {
             "capacity_ours_over_theirs": metrics.ratio(ours.get("capacity_streams"), row.get("capacity_streams")),
+            # when theirs is 0 (no level met the latency bound) the ratio is undefined; these say what there is
+            "capacity_ours_vs_theirs": f"{ours.get('capacity_streams')} vs {row.get('capacity_streams')}",
+            "streams_kept_up_ours_over_theirs": metrics.ratio(ours.get("max_streams_kept_up"),
+                                                              row.get("max_streams_kept_up")),
             "single_stream_p50_theirs_over_ours": metrics.ratio(theirs_one.get("p50"), ours_one.get("p50")),
             "single_stream_p95_theirs_over_ours": metrics.ratio(theirs_one.get("p95"), ours_one.get("p95")),
         }
@@ -266,15 +270,16 @@ def summarize(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown_table(summary: dict[str, Any], endpointing_ms: int) -> str:
-    head = ("| system | capacity (streams, p95 ≤ 1.2 s) | final latency 1 stream p50 / p95 / p99 (s) | "
-            "p95 at capacity (s) | WER streamed | WER faster-whisper offline, same audio |\n"
-            "|---|---|---|---|---|---|\n")
+    head = ("| system | capacity (streams, p95 ≤ 1.2 s) | streams kept up | final latency 1 stream "
+            "p50 / p95 / p99 (s) | p95 at capacity (s) | WER streamed | WER faster-whisper offline, same audio |\n"
+            "|---|---|---|---|---|---|---|\n")
     lines = []
     for row in summary["systems"].values():
         one = row.get("single_stream_final_latency_s") or {}
         cap = row.get("at_capacity_final_latency_s") or {}
         status = "" if row.get("status") == "ok" else f" ({row.get('status')}: {str(row.get('reason'))[:80]})"
-        lines.append(f"| {row.get('label')}{status} | {row.get('capacity_streams')} | {_s(one.get('p50'))} / "
+        lines.append(f"| {row.get('label')}{status} | {row.get('capacity_streams')} | "
+                     f"{row.get('max_streams_kept_up')} | {_s(one.get('p50'))} / "
                      f"{_s(one.get('p95'))} / {_s(one.get('p99'))} | {_s(cap.get('p95'))} | "
                      f"{_pct(row.get('wer_pooled'))} | {_pct(row.get('offline_faster_whisper_wer_same_audio'))} |")
     return head + "\n".join(lines) + f"\n\nendpointing_ms = {endpointing_ms} for every stream of ours.\n"
