@@ -18,7 +18,8 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from .metrics import CAPACITY_P95_S  # noqa: E402
 
-COLORS = {"ours": "tab:blue", "ours_naive": "tab:orange", "whisperlive": "tab:green", "whisperlivekit": "tab:red"}
+COLORS = {"ours": "tab:blue", "ours_naive": "tab:orange", "whisperlive": "tab:green", "whisperlivekit": "tab:red",
+          "whisperlive_batch": "tab:olive"}
 
 
 def plot_latency(result: dict[str, Any], path: Path) -> Path:

@@ -43,7 +43,8 @@ from .servers import ResourceSampler, ServerProcess, SystemSpec, system_specs
 from .stream_load import LevelResult, run_level
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-ALL_SYSTEMS = ("ours", "ours_naive", "whisperlive", "whisperlivekit")
+DEFAULT_SYSTEMS = ("ours", "ours_naive", "whisperlive", "whisperlivekit")
+ALL_SYSTEMS = (*DEFAULT_SYSTEMS, "whisperlive_batch")
 OURS = "ours"
 
 
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the < 10 minute version")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", default="embedded", help="CTranslate2 Whisper dir ('embedded': tiny.en)")
-    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma-separated subset of "
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help="comma-separated, from "
                         + ", ".join(ALL_SYSTEMS))
     parser.add_argument("--levels", default="", help="override the concurrency levels, e.g. 1,2,4")
     parser.add_argument("--excerpt-s", type=float, default=0.0, help="override seconds of audio per client")
@@ -354,19 +355,19 @@ def main(argv: list[str] | None = None) -> int:
          f"load average {result['loadavg_1m_start']} (other work on the machine skews the figures)")
 
     # (1) peers' venvs: timed apart from the measurement
-    for name in systems:
-        if name in PEERS:
-            spec = PEERS[name]
-            if args.skip_install and not spec.python.exists():
-                result["install"][name] = {"ok": False, "reason": "venv missing and --skip-install given"}
-                continue
-            outcome = ensure_peer_venv(spec, log=_log)
-            result["install"][name] = asdict(outcome)
-            _log(f"[install] {name}: ok={outcome.ok} reused={outcome.reused} {outcome.seconds:.1f} s "
-                 f"{outcome.reason[:300]}")
-            if outcome.ok:
-                result["versions"][name] = installed_versions(
-                    spec, ("whisper-live", "whisperlivekit", "faster-whisper", "ctranslate2", "torch", "websockets"))
+    peers_needed = {system_specs("", args.device, args.endpointing_ms)[name].peer for name in systems} - {None}
+    for peer in sorted(p for p in peers_needed if p):
+        spec = PEERS[peer]
+        if args.skip_install and not spec.python.exists():
+            result["install"][peer] = {"ok": False, "reason": "venv missing and --skip-install given"}
+            continue
+        outcome = ensure_peer_venv(spec, log=_log)
+        result["install"][peer] = asdict(outcome)
+        _log(f"[install] {peer}: ok={outcome.ok} reused={outcome.reused} {outcome.seconds:.1f} s "
+             f"{outcome.reason[:300]}")
+        if outcome.ok:
+            result["versions"][peer] = installed_versions(
+                spec, ("whisper-live", "whisperlivekit", "faster-whisper", "ctranslate2", "torch", "websockets"))
 
     measure_start = time.monotonic()
     install_s = sum(i.get("seconds", 0.0) for i in result["install"].values() if not i.get("reused"))
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, name in enumerate(systems):
             remaining = systems[i + 1:]
             reserve = sum(level_seconds(plan, s) + 20 for s in remaining) + 45  # level 1 of the rest + offline
-            install = result["install"].get(name)
+            install = result["install"].get(specs[name].peer or "")
             if install is not None and not install.get("ok"):
                 result["systems"][name] = {"label": specs[name].label, "status": "not installed",
                                            "reason": install.get("reason"), "levels": [], "capacity": None}

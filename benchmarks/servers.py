@@ -109,6 +109,14 @@ def system_specs(model_path: str, device: str, endpointing_ms: int, extra_ours: 
             notes=["WhisperLive picks CUDA by itself when torch sees a GPU; int8 on CPU (its choice)",
                    "single shared model (WhisperLive's mode for a custom model path), VAD on (client default)"],
         ),
+        "whisperlive_batch": SystemSpec(
+            "whisperlive_batch", "WhisperLive 0.10 with its cross-client batching (--batch)", "whisperlive",
+            lambda port: [wl_python, str(LAUNCHERS_DIR / "whisperlive_server.py"), "--port", str(port),
+                          "--model-dir", model_path, "--batch"],
+            _tcp_listening, env=wlk_device_env, peer="whisperlive",
+            notes=["WhisperLive's BatchInferenceWorker (batch_max_size 16, 50 ms window, greedy, its defaults); "
+                   "meant for GPUs, measured here because batching is what ours does"],
+        ),
         "whisperlivekit": SystemSpec(
             "whisperlivekit", "WhisperLiveKit 0.2 (LocalAgreement, faster-whisper backend)", "whisperlivekit",
             lambda port: [wlk_server, "--host", "127.0.0.1", "--port", str(port), "--backend", "faster-whisper",
