@@ -45,6 +45,12 @@ def torch_spec() -> str:
     return os.environ.get("BENCH_TORCH_SPEC", "torch==2.13.0")
 
 
+def torch_index() -> str:
+    """Where PyTorch comes from. Both peers pick CUDA only when their torch sees a GPU, so a GPU run needs a
+    CUDA index here (e.g. ``BENCH_TORCH_INDEX=https://download.pytorch.org/whl/cu126``) and a fresh venv."""
+    return os.environ.get("BENCH_TORCH_INDEX", TORCH_CPU_INDEX)
+
+
 @dataclass(frozen=True)
 class PeerSpec:
     """How to install one peer and check that the install can serve."""
@@ -56,7 +62,10 @@ class PeerSpec:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def fingerprint(self) -> str:
-        payload = json.dumps([self.pip_packages, self.no_deps_packages, torch_spec()]).encode()
+        parts: list[object] = [self.pip_packages, self.no_deps_packages, torch_spec()]
+        if torch_index() != TORCH_CPU_INDEX:
+            parts.append(torch_index())
+        payload = json.dumps(parts).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     @property
@@ -157,8 +166,8 @@ def ensure_peer_venv(spec: PeerSpec, *, log=print) -> InstallOutcome:
         if not spec.python.exists():
             _run_logged([sys.executable, "-m", "venv", str(spec.venv_dir)], install_log, 300)
         # torch first, CPU build, without its CUDA dependency tree; then its (small) pure-Python deps
-        _run_logged(pip + ["--no-deps", "--index-url", TORCH_CPU_INDEX, torch_spec()], install_log,
-                    INSTALL_TIMEOUT_S)
+        _run_logged(pip + ["--no-deps", "--retries", "1", "--timeout", "30", "--index-url", torch_index(),
+                           torch_spec()], install_log, INSTALL_TIMEOUT_S)
         _run_logged(pip + [torch_spec(), *spec.pip_packages], install_log, INSTALL_TIMEOUT_S)
         if spec.no_deps_packages:
             _run_logged(pip + ["--no-deps", *spec.no_deps_packages], install_log, INSTALL_TIMEOUT_S)
