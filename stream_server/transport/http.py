@@ -393,11 +393,9 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
             request,
             transcribe_file(engine, audio, default_language="en", detect_language=language is None, **common),
         )
-    except StreamServerError as exc:
+    except StreamServerError as exc:  # the request's queued jobs are already cancelled (``offline``)
         _count(request, endpoint, exc.http_status)
         raise
-    finally:
-        engine.cancel_owner(owner)
     if transcript is None:
         log.info("%s: client disconnected, decode jobs of %s cancelled", endpoint, owner)
         _count(request, endpoint, CLIENT_CLOSED)
