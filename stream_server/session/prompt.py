@@ -34,7 +34,9 @@ class RollingPrompt:
             self._committed = ""
             return
         joined = f"{self._committed} {text.strip()}".strip()
-        if len(joined) > self.max_chars:
+        if self.max_chars <= 0:
+            joined = ""
+        elif len(joined) > self.max_chars:
             cut = joined[-self.max_chars :]
             space = cut.find(" ")
             joined = cut[space + 1 :] if space >= 0 else cut

@@ -1,0 +1,72 @@
+"""The CTranslate2 Whisper backend with the embedded model: batching across sessions must not change results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_server.config import Settings
+from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
+from stream_server.decode.whisper_ct2 import PROMPT_BUCKETS, load_backend
+
+from ..helpers import silence, synthesize, wer
+
+SENTENCES = [
+    "Thank you for calling customer support, how can I help you?",
+    "The children are playing football in the park.",
+    "Please send the quarterly report to the finance team.",
+    "My favorite color is green and I like to read books.",
+]
+PROMPTS = ["", "Hello there.", "We talked about the budget for next year and the hiring plan. " * 3, "Yes."]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return load_backend(Settings())
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [np.concatenate([synthesize(s), silence(0.3)]) for s in SENTENCES]
+
+
+def jobs_for(clips, options: DecodeOptions) -> list[DecodeJob]:
+    return [
+        DecodeJob(f"s{i}", JobKind.FINAL, audio, options, prompt_text=prompt)
+        for i, (audio, prompt) in enumerate(zip(clips, PROMPTS))
+    ]
+
+
+def test_a_batch_with_different_prompts_equals_one_at_a_time(backend, clips):
+    options = DecodeOptions(temperatures=(0.0, 0.2, 0.4))
+    batched = backend.decode_batch(jobs_for(clips, options))
+    single = [backend.decode_batch([job])[0] for job in jobs_for(clips, options)]
+    assert [r.text for r in batched] == [r.text for r in single]
+    for sentence, result in zip(SENTENCES, batched):
+        assert wer(sentence, result.text) <= 0.2, result.text
+        assert result.window_s < 30  # trimmed encoder window
+        assert 0.0 <= result.no_speech_prob <= 1.0
+
+
+def test_prompt_lengths_fall_on_buckets_and_keep_the_newest_text(backend):
+    job = DecodeJob(
+        "s",
+        JobKind.FINAL,
+        np.zeros(16000, np.float32),
+        DecodeOptions(initial_prompt="Grafana"),
+        prompt_text="one two three four five six seven eight nine ten eleven twelve thirteen",
+    )
+    previous = backend._previous_tokens(job)
+    assert len(previous) in PROMPT_BUCKETS
+    tokenizer = backend.tokenizer("transcribe", "en")
+    text = tokenizer.decode(previous)
+    assert text.startswith(" Grafana") and text.endswith("thirteen")
+
+
+def test_word_timestamps_and_silence(backend, clips):
+    words_job = DecodeJob("w", JobKind.FINAL, clips[1], DecodeOptions(word_timestamps=True))
+    quiet_job = DecodeJob("q", JobKind.FINAL, silence(3.0), DecodeOptions(temperatures=(0.0, 0.2)))
+    words, quiet = backend.decode_batch([words_job, quiet_job])
+    assert [w.word.strip() for w in words.words] == words.text.split()
+    assert all(0 <= w.start <= w.end <= len(clips[1]) / 16000 + 0.1 for w in words.words)
+    assert quiet.text == ""
