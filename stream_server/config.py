@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     endpointing_ms: int = Field(500, description="default trailing silence that ends an utterance")
     partial_interval_ms: int = Field(500, description="new audio between partial decodes")
     max_utterance_s: float = Field(25.0, description="longer utterances are cut at a quiet point")
+    soft_max_utterance_s: float = Field(
+        8.0, description="past this, a 200 ms pause already ends an utterance (0: off); bounds partial cost"
+    )
     prompt_max_tokens: int = Field(200, description="rolling prompt length cap (tokens, approximately)")
     prompt_reset_silence_s: float = Field(
         30.0, description="silence after which the rolling prompt is dropped"

@@ -46,6 +46,7 @@ class StreamConfig:
     endpointing_ms: int = 500
     partial_interval_ms: int = 500
     max_utterance_s: float = 25.0
+    soft_max_utterance_s: float = 8.0
     vad_aggressiveness: int = 2
     prompt_max_tokens: int = 200
     prompt_reset_silence_s: float = 30.0
@@ -100,6 +101,7 @@ class _Channel:
                 aggressiveness=config.vad_aggressiveness,
                 endpointing_ms=config.endpointing_ms,
                 max_utterance_s=config.max_utterance_s,
+                soft_max_utterance_s=config.soft_max_utterance_s,
             ),
             classifier,
         )

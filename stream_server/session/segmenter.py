@@ -38,6 +38,10 @@ class SegmenterConfig:
     start_voiced_frames: int = 4
     max_utterance_s: float = 25.0
     cut_search_s: float = 3.0
+    # Past soft_max_utterance_s a shorter pause ends the utterance. Long utterances cost twice: each partial
+    # re-decodes the whole utterance (quadratic in its length) and the final's decode grows with it.
+    soft_max_utterance_s: float = 0.0  # 0: off
+    soft_endpointing_ms: int = 200
     # -50 dBFS: below this a frame is silence whatever webrtcvad says.
     energy_floor_rms: float = 10 ** (-50 / 20)
 
@@ -81,6 +85,8 @@ class VadSegmenter:
         self._preroll = config.preroll_ms * SAMPLE_RATE // 1000
         self._tail = config.tail_ms * SAMPLE_RATE // 1000
         self._end_frames = max(1, -(-config.endpointing_ms // FRAME_MS))
+        self._soft_end_frames = max(1, -(-config.soft_endpointing_ms // FRAME_MS))
+        self._soft_max_samples = int(config.soft_max_utterance_s * SAMPLE_RATE) or None
         capacity = int((config.max_utterance_s + 2.0) * SAMPLE_RATE) + 2 * self._preroll + FRAME_SAMPLES
         self._buf = np.zeros(capacity, dtype=np.float32)
         self._buf_start = 0  # absolute index of _buf[0]
@@ -164,6 +170,12 @@ class VadSegmenter:
             self._silent_frames += 1
             if self._silent_frames >= self._end_frames:
                 return [self._end(min(frame_end, self._last_voiced_end + self._tail), "endpoint")]
+            if (
+                self._soft_max_samples is not None
+                and self._silent_frames >= self._soft_end_frames
+                and self._last_voiced_end - self._utt_start >= self._soft_max_samples
+            ):
+                return [self._end(min(frame_end, self._last_voiced_end + self._tail), "pause")]
         if frame_end - self._utt_start >= self.config.max_utterance_s * SAMPLE_RATE:
             return self._cut_at_quietest(frame_end)
         return []

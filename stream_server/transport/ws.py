@@ -336,6 +336,7 @@ def stream_defaults(settings: Any) -> StreamConfig:
         endpointing_ms=settings.endpointing_ms,
         partial_interval_ms=settings.partial_interval_ms,
         max_utterance_s=settings.max_utterance_s,
+        soft_max_utterance_s=settings.soft_max_utterance_s,
         vad_aggressiveness=settings.vad_aggressiveness,
         prompt_max_tokens=settings.prompt_max_tokens,
         prompt_reset_silence_s=settings.prompt_reset_silence_s,

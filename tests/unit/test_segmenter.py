@@ -87,3 +87,13 @@ def test_near_silent_noise_is_not_speech():
     rng = np.random.default_rng(0)
     hum = (rng.standard_normal(RATE * 5) * 10 ** (-60 / 20)).astype(np.float32)  # -60 dBFS dither
     assert split_utterances(hum) == []
+
+
+def test_a_long_utterance_ends_at_a_shorter_pause():
+    cfg = SegmenterConfig(endpointing_ms=500, soft_max_utterance_s=3.0, soft_endpointing_ms=200)
+    seg = VadSegmenter(cfg, loud)
+    early_pause = np.concatenate([tone(1.0), silence(0.3), tone(2.5)])  # pause before 3 s: not an end
+    events = push_all(seg, np.concatenate([early_pause, silence(0.3), tone(1.0), silence(0.6)]))
+    ended = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert [e.reason for e in ended] == ["pause", "endpoint"]
+    assert ended[0].speech_end_sample == pytest.approx(3.8 * RATE, abs=FRAME_SAMPLES)
