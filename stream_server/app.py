@@ -42,7 +42,7 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
             from .decode.whisper_ct2 import load_backend
 
             backend = await asyncio.to_thread(load_backend, settings)
-        engine = DecodeEngine(backend, BatchScheduler(settings.max_batch_size), settings.max_wait_ms,
+        engine = DecodeEngine(backend, BatchScheduler(settings.max_batch_size, max_batch_audio_s=settings.max_batch_audio_s), settings.max_wait_ms,
                               settings.max_queue)
         engine.observers.append(metrics.on_batch)
         engine.start()
