@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON result path")
     parser.add_argument("--repeats", type=int, default=1, help="runs per file and system; the fastest counts")
     parser.add_argument(
-        "--final-beam-size", type=int, default=None, help="passed to the started server (default: its own default)"
+        "--beam-size", dest="final_beam_size", type=int, default=None, help="the server's --upload-beam-size (default: its own default)"
     )
     args = parser.parse_args(argv)
 
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
-    server_args = [] if args.final_beam_size is None else ["--final-beam-size", str(args.final_beam_size)]
+    server_args = [] if args.final_beam_size is None else ["--upload-beam-size", str(args.final_beam_size)]
     server = None if args.url else LocalServer(args.cpu_threads, Path(tempfile.gettempdir()), server_args)
     url = args.url or server.url  # type: ignore[union-attr]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that ``finally`` stops the server

@@ -364,7 +364,7 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
     want_words = "word" in upload.granularities or upload.response_format in ("srt", "vtt")
     options = upload_decode_options(
         temperature=upload.temperature,
-        final_beam_size=settings.final_beam_size,
+        final_beam_size=settings.upload_beam_size,
         task=task,
         language=language,
         prompt=upload.prompt,
