@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
+import time
 
 import uvicorn
+from fastapi import FastAPI
 
 from .app import create_app
 from .config import Settings
@@ -15,23 +18,26 @@ log = logging.getLogger("stream_server")
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: stop admitting sessions, let open ones finish their finals, then shut down."""
+    """On SIGTERM/SIGINT: stop accepting connections, finalize every open session (its finals and
+    ``session.closed`` with ``server_shutdown`` delivered), then let uvicorn close what is left; the whole
+    shutdown stays within ``shutdown_grace_s`` (plus the decode batch running at its end)."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
         super().__init__(config)
-        self.settings = settings
+        self.app = app
+        self.grace_s = grace_s
 
-    async def shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
-        app = self.config.loaded_app
-        # uvicorn wraps the app in middleware; find our FastAPI instance for its registry
-        while app is not None and not hasattr(app, "state"):
-            app = getattr(app, "app", None)
-        if app is not None:
-            for server in self.servers:
-                server.close()
-            log.info("draining %d open session(s), grace %.0f s", len(app.state.sessions.sessions),
-                     self.settings.shutdown_grace_s)
-            await app.state.sessions.drain(self.settings.shutdown_grace_s)
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        started = time.monotonic()
+        for server in self.servers:
+            server.close()  # no new connections while the open sessions finish
+        registry = self.app.state.sessions
+        log.info("draining %d open session(s), grace %g s", len(registry.sessions), self.grace_s)
+        unfinished = await registry.drain(self.grace_s)
+        if unfinished:
+            log.warning("%d session(s) still open after the grace period; closing them", unfinished)
+        # what is left of the grace goes to uvicorn's own wait for connections and tasks
+        self.config.timeout_graceful_shutdown = max(0.5, self.grace_s - (time.monotonic() - started))  # type: ignore[assignment]
         await super().shutdown(sockets=sockets)
 
 
@@ -44,18 +50,21 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_cli(argv)
     log_config = configure_logging(settings.log_level, settings.log_format)
     log.info("settings: %s", settings.describe())
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
+        # up to twice the limit reaches the session, which answers message_too_large; beyond, the websocket
+        # layer closes with 1009 before buffering more
         ws_max_size=max(settings.max_message_bytes * 2, 1 << 16),
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         log_config=log_config,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
     )
-    DrainingServer(config, settings).run()
+    DrainingServer(config, app, settings.shutdown_grace_s).run()
 
 
 if __name__ == "__main__":

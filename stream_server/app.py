@@ -2,6 +2,10 @@
 
 The lifespan loads the model (unless a backend is passed in), starts the decode engine, and on shutdown
 drains open sessions (finals delivered, ``session.closed`` with ``server_shutdown``) before stopping the engine.
+
+With API keys configured every route needs one except ``/healthz`` (liveness probes carry no credentials) and
+the static caption page (a browser cannot send a header when it navigates; the page itself asks for the key
+and sends it on every request and on the websocket).
 """
 
 from __future__ import annotations
@@ -12,14 +16,15 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
 
-from .auth import ApiKeyAuth
+from .auth import ApiKeyAuth, require_api_key
 from .config import Settings
 from .decode.backend import DecodeBackend
 from .decode.engine import DecodeEngine
@@ -27,6 +32,7 @@ from .decode.scheduler import BatchScheduler
 from .errors import StreamServerError
 from .metrics import Metrics
 from .transport import http, ws
+from .transport.sessions import SessionRegistry, StreamLimits
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -37,64 +43,80 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal backend
-        if backend is None:
+        model = backend
+        if model is None:
             from .decode.whisper_ct2 import load_backend
 
-            backend = await asyncio.to_thread(load_backend, settings)
-        engine = DecodeEngine(backend, BatchScheduler(settings.max_batch_size, max_batch_audio_s=settings.max_batch_audio_s), settings.max_wait_ms,
-                              settings.max_queue)
+            model = await asyncio.to_thread(load_backend, settings)
+        if settings.fail_decode_marker:
+            from .faults import FaultInjectingBackend
+
+            log.warning("TEST ONLY fault injection on: batches with %r in a prompt fail", settings.fail_decode_marker)
+            model = FaultInjectingBackend(model, settings.fail_decode_marker)
+        scheduler = BatchScheduler(settings.max_batch_size, max_batch_audio_s=settings.max_batch_audio_s)
+        engine = DecodeEngine(model, scheduler, settings.max_wait_ms, settings.max_queue)
         engine.observers.append(metrics.on_batch)
+        metrics.watch_queue_depth(lambda: engine.scheduler.queue_depth)
         engine.start()
         app.state.engine = engine
-        log.info("ready: model %s, max batch %d", backend.model_id, settings.max_batch_size)
+        log.info("ready: model %s, max batch %d", model.model_id, settings.max_batch_size)
         try:
             yield
         finally:
-            await app.state.sessions.drain(settings.shutdown_grace_s)
+            if not app.state.sessions.draining:  # the CLI's DrainingServer drained them already
+                await app.state.sessions.drain(settings.shutdown_grace_s)
             await engine.stop()
 
-    app = FastAPI(title="stream-server", version="0.1.0", lifespan=lifespan)
+    auth = ApiKeyAuth(settings.all_api_keys())
+    # the interactive docs would be open pages beside keyed routes: served only on a server without keys
+    no_docs: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None} if auth.enabled else {}
+    app = FastAPI(title="stream-server", version="0.1.0", lifespan=lifespan, **no_docs)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.hooks = metrics
-    app.state.auth = ApiKeyAuth(settings.all_api_keys())
-    app.state.sessions = ws.SessionRegistry(settings.max_sessions)
+    app.state.auth = auth
+    app.state.sessions = SessionRegistry(settings.max_sessions)
     app.state.stream_defaults = ws.stream_defaults(settings)
+    app.state.stream_limits = StreamLimits.from_settings(settings)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    @app.get("/readyz", include_in_schema=False)
+    ops = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @ops.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> Response:
         engine: DecodeEngine | None = getattr(request.app.state, "engine", None)
         if engine is None or not engine.alive:
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True, "model": engine.backend.model_id})
 
-    @app.get("/metrics", include_in_schema=False)
+    @ops.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/status")
+    @ops.get("/v1/status")
     async def status(request: Request) -> JSONResponse:
         engine: DecodeEngine = request.app.state.engine
         return JSONResponse({
             "model": engine.backend.model_id,
-            "sessions": len(request.app.state.sessions.sessions),
+            **request.app.state.sessions.snapshot(),
             "scheduler": asdict(engine.stats()),
             "engine_busy": engine.busy,
         })
 
     @app.exception_handler(StreamServerError)
     async def on_stream_server_error(request: Request, exc: StreamServerError) -> Response:
+        metrics.on_error("http", exc.code)
         return http.error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        metrics.on_error("http", "invalid_parameter")
         return http.validation_error_response(exc)
 
+    app.include_router(ops)
     app.include_router(http.router)
     app.add_api_websocket_route("/v1/listen", ws.listen)
     if STATIC_DIR.is_dir():

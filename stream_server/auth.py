@@ -1,10 +1,20 @@
-"""API keys: none configured means open; otherwise every request names one key, compared in constant time."""
+"""API keys: none configured means open; otherwise every request names one key, compared in constant time.
+
+Where a key may travel: ``Authorization: Bearer KEY`` on HTTP and on the websocket handshake, or (browsers,
+which cannot set headers on a websocket) the ``Sec-WebSocket-Protocol`` value ``bearer.KEY``. Never in the
+URL: query strings end up in access logs and browser history.
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable, Mapping
+
+from starlette.requests import HTTPConnection
 
 from .errors import Unauthorized
+
+SUBPROTOCOL_PREFIX = "bearer."
 
 
 class ApiKeyAuth:
@@ -19,7 +29,7 @@ class ApiKeyAuth:
         """Raise ``Unauthorized`` unless ``token`` is one of the keys. Never logs the token."""
         if not self._keys:
             return
-        if token is None:
+        if not token:
             raise Unauthorized("missing API key: send 'Authorization: Bearer KEY' (browsers: subprotocol bearer.KEY)")
         candidate = token.encode()
         matched = False
@@ -27,3 +37,29 @@ class ApiKeyAuth:
             matched |= hmac.compare_digest(candidate, key)
         if not matched:
             raise Unauthorized("invalid API key")
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header (scheme case-insensitive), else ``None``."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def websocket_credentials(headers: Mapping[str, str], subprotocols: Iterable[str]) -> tuple[str | None, str | None]:
+    """(token, subprotocol to accept): the header wins; else the first offered ``bearer.KEY`` subprotocol,
+    which the server must echo for a browser to complete the handshake."""
+    token = bearer_token(headers)
+    if token is not None:
+        return token, None
+    for proto in subprotocols:
+        if proto.startswith(SUBPROTOCOL_PREFIX):
+            return proto[len(SUBPROTOCOL_PREFIX) :], proto
+    return None, None
+
+
+def require_api_key(connection: HTTPConnection) -> None:
+    """FastAPI dependency for HTTP routes: ``Unauthorized`` (401) unless a configured key is presented."""
+    auth: ApiKeyAuth | None = getattr(connection.app.state, "auth", None)
+    if auth is not None:
+        auth.check(bearer_token(connection.headers))

@@ -84,10 +84,18 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest HTTP upload")
     max_upload_duration_s: float = Field(4 * 3600.0, description="longest decoded HTTP upload")
     shutdown_grace_s: float = Field(15.0, description="time given to open sessions to finish on SIGTERM")
+    max_queued_events: int = Field(
+        2000, description="events waiting for a session's socket (client not reading) before it is closed"
+    )
 
     # --- auth
     api_keys: list[str] = Field(default_factory=list, description="accepted API keys (none: open)")
     api_key_file: str = Field("", description="file with one API key per line")
+
+    # --- testing
+    fail_decode_marker: str = Field(
+        "", description="TEST ONLY: decode batches holding a job whose prompt contains this text raise"
+    )
 
     def resolved_model_path(self) -> str:
         return embedded_model_path() if self.model == "embedded" else self.model

@@ -85,6 +85,37 @@ class BacklogFull(LimitExceeded):
     fatal = False
 
 
+class MessageTooLarge(LimitExceeded):
+    """A websocket message over ``max_message_bytes``: dropped and reported; the session goes on.
+    (Over twice the limit the websocket layer itself closes the connection with 1009.)"""
+
+    code = "message_too_large"
+    fatal = False
+
+
+class IdleTimeout(LimitExceeded):
+    """No audio and no keepalive for ``idle_timeout_s``: the session is flushed and closed."""
+
+    code = "idle_timeout"
+    http_status = 408
+    close_code = 1000
+
+
+class SessionTooLong(LimitExceeded):
+    """The session reached ``max_session_s``: flushed (finals delivered) and closed."""
+
+    code = "max_session_duration"
+    close_code = 1000
+
+
+class SlowConsumer(LimitExceeded):
+    """The client stopped reading: too many events are waiting for the socket. The session is closed
+    (whatever the client does, memory per session stays bounded)."""
+
+    code = "slow_consumer"
+    close_code = 1008
+
+
 class ServerError(StreamServerError):
     """Our fault; the client may retry."""
 

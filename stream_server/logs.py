@@ -1,16 +1,47 @@
-"""Log set-up: plain or JSON lines, each carrying the session id (``-`` outside a session)."""
+"""Log set-up: plain or JSON lines, each carrying the session id (``-`` outside a session).
+
+The session id comes from a context variable that the websocket route sets for the task serving a session,
+so every line logged while serving it carries the id: our own, uvicorn's handshake lines, and those of
+tasks the session starts (they inherit the context). ``LoggerAdapter(extra={"session_id": ...})`` still wins
+where a line is logged from outside that context.
+
+API keys are never logged: settings print a count, and the one place a key could slip into a line, a
+query string someone stuffed it into (``?access_token=...``), is redacted here.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import re
 import time
 
+session_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
 
-class _SessionDefault(logging.Filter):
+_SECRET_IN_URL = re.compile(r"(?i)(\b(?:access_token|api_key|key|token)=)[^&\s\"']+")
+
+
+class _SessionAndRedaction(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "session_id"):
-            record.session_id = "-"
+            record.session_id = session_id_var.get()
+        message = record.getMessage()
+        if "=" in message:
+            redacted = _SECRET_IN_URL.sub(r"\1[redacted]", message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+class _ClientFaultsWithoutTracebacks(logging.Filter):
+    """uvicorn logs a client's invalid UTF-8 text frame with a full traceback at ERROR; it is the client's
+    fault, answered with close 1007: one warning line is enough (and a flood of them stays small)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error" and str(record.msg).startswith("Invalid UTF-8 sequence"):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -31,7 +62,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str) -> dict:
     """Configure the root logger and return a uvicorn ``log_config`` using the same handler."""
     handler = logging.StreamHandler()
-    handler.addFilter(_SessionDefault())
+    handler.addFilter(_SessionAndRedaction())
+    handler.addFilter(_ClientFaultsWithoutTracebacks())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -1,7 +1,21 @@
-"""Prometheus metrics (prometheus-client), one registry per app so tests can run several servers."""
+"""Prometheus metrics (prometheus-client), one registry per app so tests can run several servers.
+
+The transports and the engine call the ``on_*`` hooks; nothing here knows about sockets. Names (all listed in
+docs/README-operations.md):
+
+- ``stream_active_sessions`` (gauge), ``stream_audio_seconds_total``, ``stream_messages_sent_total{type}``
+  (events written to sockets; a coalesced partial is never sent, so never counted),
+  ``stream_partials_coalesced_total``, ``stream_final_latency_seconds`` (final decode job submitted ->
+  final queued to its socket), ``stream_backpressure_total`` (times a session was throttled).
+- ``errors_total{transport,code}``: every error reported to a client, websocket or HTTP, by stable code.
+- ``decode_batch_size``, ``decode_queue_wait_seconds``, ``decode_batch_seconds``, ``decode_failed_batches_total``,
+  ``decode_queue_depth`` (gauge).
+- ``http_transcription_requests_total{endpoint,status}``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,8 +29,14 @@ class Metrics:
         r = self.registry
         self.active_sessions = Gauge("stream_active_sessions", "Open websocket sessions", registry=r)
         self.audio_seconds = Counter("stream_audio_seconds_total", "Seconds of stream audio received", registry=r)
-        self.messages = Counter("stream_messages_sent_total", "Events sent to clients", ["type"], registry=r)
-        self.errors = Counter("stream_errors_total", "Errors reported to clients", ["code"], registry=r)
+        self.messages = Counter("stream_messages_sent_total", "Events written to client sockets", ["type"], registry=r)
+        self.coalesced = Counter(
+            "stream_partials_coalesced_total", "Partials replaced unsent by a newer one (slow readers)", registry=r
+        )
+        self.backpressure = Counter(
+            "stream_backpressure_total", "Times a session's intake was paused for a full backlog", registry=r
+        )
+        self.errors = Counter("errors_total", "Errors reported to clients", ["transport", "code"], registry=r)
         self.batch_size = Histogram(
             "decode_batch_size", "Jobs per decode batch", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
         )
@@ -29,13 +49,19 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
         )
         self.failed_batches = Counter("decode_failed_batches_total", "Batches that raised", registry=r)
+        self.queue_depth = Gauge("decode_queue_depth", "Decode jobs waiting for a batch", registry=r)
         self.final_latency = Histogram(
-            "stream_final_latency_seconds", "Time from an utterance's end being received to its final being queued",
-            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5), registry=r,
+            "stream_final_latency_seconds",
+            "Time from an utterance's final decode job being submitted to its final being queued to the socket",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10), registry=r,
         )
         self.http_requests = Counter(
             "http_transcription_requests_total", "Batch API requests", ["endpoint", "status"], registry=r
         )
+
+    def watch_queue_depth(self, depth: Callable[[], float]) -> None:
+        """Read the engine's queue depth at scrape time."""
+        self.queue_depth.set_function(depth)
 
     # hooks called by the transports and the engine
     def on_session(self, delta: int) -> None:
@@ -45,10 +71,20 @@ class Metrics:
         if seconds > 0:
             self.audio_seconds.inc(seconds)
 
-    def on_message(self, message: dict[str, Any]) -> None:
+    def on_message_sent(self, message: dict[str, Any]) -> None:
         self.messages.labels(message["type"]).inc()
-        if message["type"] == "error":
-            self.errors.labels(message.get("code", "unknown")).inc()
+
+    def on_error(self, transport: str, code: str) -> None:
+        self.errors.labels(transport, code).inc()
+
+    def on_coalesced(self) -> None:
+        self.coalesced.inc()
+
+    def on_backpressure(self) -> None:
+        self.backpressure.inc()
+
+    def on_final_latency(self, seconds: float) -> None:
+        self.final_latency.observe(seconds)
 
     def on_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(len(report.jobs))

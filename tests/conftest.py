@@ -132,3 +132,156 @@ def shared_audio() -> Path:
     if not (SHARED_AUDIO / "manifest.jsonl").is_file():
         pytest.skip(f"real recordings not available: {SHARED_AUDIO} is absent")
     return SHARED_AUDIO
+
+
+def start_server_with_keys(tmp_dir: Path, keys: list[str], **overrides: object) -> ServerHandle:
+    """``start_server`` for a server that requires API keys: its readiness probe sends the first key."""
+    opener = urllib.request.build_opener()
+    opener.addheaders = [("Authorization", f"Bearer {keys[0]}")]
+    urllib.request.install_opener(opener)
+    try:
+        return start_server(tmp_dir, api_keys=keys, **overrides)
+    finally:
+        urllib.request.install_opener(None)  # type: ignore[arg-type]
+
+
+# --- helpers for the hardening tests (limits, soak, fuzz, shutdown) -----------------------------------------
+
+
+def server_status(server: ServerHandle) -> dict:
+    """``GET /v1/status`` (open sessions, their backlog and queued events, scheduler statistics)."""
+    import json
+
+    with urllib.request.urlopen(f"{server.base_url}/v1/status", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def metric_value(server: ServerHandle, name: str, **labels: str) -> float:
+    """One sample of ``GET /metrics`` (0.0 when the labelled series does not exist yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{server.base_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def rss_mb(server: ServerHandle, field: str = "VmRSS") -> float:
+    """Resident memory of the server process (``VmHWM``: its peak so far), in MiB, from /proc."""
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/{server.process.pid}/status")
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return condition()
+
+
+async def read_until_closed(ws, timeout_s: float = 60.0) -> tuple[list[dict], int | None, str]:  # noqa: ANN001
+    """Every event a websocket delivers until it closes: (events, close code, close reason)."""
+    import asyncio
+    import json
+
+    import websockets
+
+    events: list[dict] = []
+
+    async def collect() -> None:
+        async for raw in ws:
+            events.append(json.loads(raw))
+
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await asyncio.wait_for(collect(), timeout_s)
+    received = ws.protocol.close_rcvd
+    return events, (received.code if received else None), (received.reason if received else "")
+
+
+class RawWebsocket:
+    """A blocking websocket client on a plain socket, built on websockets' sans-I/O ``ClientProtocol``.
+
+    Unlike the asyncio client it reads only when asked (a client that stops reading, for real), can write
+    arbitrary bytes (broken frames), and can vanish without a close frame (``abort``: TCP reset).
+    """
+
+    def __init__(
+        self, port: int, path: str = "/v1/listen", *, rcvbuf: int | None = None, timeout_s: float = 30.0
+    ) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.http11 import Response
+        from websockets.uri import parse_uri
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout_s)
+        self.sock.connect(("127.0.0.1", port))
+        self.protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{path}"), max_size=None)
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+        self.texts: list[str] = []
+        while not any(isinstance(e, Response) for e in self._read()):
+            pass
+
+    def _flush(self) -> None:
+        for chunk in self.protocol.data_to_send():
+            if chunk:
+                self.sock.sendall(chunk)
+
+    def _read(self) -> list:
+        from websockets.frames import Frame, Opcode
+
+        data = self.sock.recv(65536)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        events = self.protocol.events_received()
+        self.texts += [e.data.decode() for e in events if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
+        self._flush()  # pongs and the closing handshake
+        if not data and not events:
+            raise ConnectionError("the server closed the connection")
+        return events
+
+    def send_text(self, text: str) -> None:
+        self.protocol.send_text(text.encode())
+        self._flush()
+
+    def send_binary(self, data: bytes) -> None:
+        self.protocol.send_binary(data)
+        self._flush()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_until_closed(self) -> tuple[list[dict], int | None, str]:
+        """Read everything up to the server's close: (events, close code, close reason)."""
+        import json
+
+        from websockets.protocol import State
+
+        with contextlib.suppress(ConnectionError, OSError):
+            while self.protocol.state is not State.CLOSED:
+                self._read()
+        self.sock.close()
+        received = self.protocol.close_rcvd
+        events = [json.loads(t) for t in self.texts]
+        return events, (received.code if received else None), (received.reason if received else "")
+
+    def abort(self) -> None:
+        """Vanish: a TCP reset, no close frame."""
+        import struct
+
+        if self.sock.fileno() == -1:
+            return
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()

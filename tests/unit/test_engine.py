@@ -1,0 +1,167 @@
+"""``DecodeEngine`` fault isolation: a batch that raises fails its own jobs only, and the engine goes on.
+
+The model is replaced by a scripted backend (this is a unit test of the asyncio driver); the same fault
+wrapper that the server's test-only ``fail_decode_marker`` setting installs is exercised end to end in
+``tests/integration/test_limits.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from stream_server.decode.engine import BatchReport, DecodeEngine, Superseded
+from stream_server.decode.scheduler import BatchScheduler
+from stream_server.decode.types import DecodeJob, DecodeOptions, DecodeResult, JobKind
+from stream_server.errors import DecodeFailed, Overloaded
+from stream_server.faults import FaultInjectingBackend, InjectedFault
+
+AUDIO = np.zeros(1600, dtype=np.float32)
+
+
+class ScriptedBackend:
+    """Echoes each job's prompt as its text; records batches; can be held to let work queue up."""
+
+    model_id = "scripted"
+    is_multilingual = False
+
+    def __init__(self) -> None:
+        self.batches: list[list[DecodeJob]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.short_by = 0  # return this many results too few
+
+    def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
+        self.gate.wait(10)
+        self.batches.append(list(jobs))
+        results = [DecodeResult(j.job_id, j.options.initial_prompt or "", (), "en", -0.1, 1.0, 0.0, 0.0) for j in jobs]
+        return results[: len(results) - self.short_by]
+
+
+def job(owner: str, prompt: str = "", kind: JobKind = JobKind.FINAL, utterance: int = 0) -> DecodeJob:
+    key = (owner, 0, utterance) if kind is not JobKind.OFFLINE else None
+    return DecodeJob(owner=owner, kind=kind, audio=AUDIO, options=DecodeOptions(initial_prompt=prompt), stream_key=key)
+
+
+async def settle(futures: list[asyncio.Future[DecodeResult]]) -> list[object]:
+    done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 10)
+    return list(done)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def started_engine(backend: ScriptedBackend, max_batch_size: int, **options: int) -> DecodeEngine:
+    engine = DecodeEngine(backend, BatchScheduler(max_batch_size=max_batch_size), **options)
+    engine.start()
+    return engine
+
+
+async def occupy(backend: ScriptedBackend, engine: DecodeEngine, first: DecodeJob) -> asyncio.Future[DecodeResult]:
+    """Hold the model on ``first``, so that what is submitted next queues up behind it."""
+    backend.gate.clear()
+    future = engine.submit(first)
+    await asyncio.sleep(0.05)  # the engine has taken ``first`` and waits on the gate
+    return future
+
+
+def test_a_failing_batch_fails_only_its_own_jobs_and_the_engine_goes_on() -> None:
+    async def scenario() -> None:
+        inner = ScriptedBackend()
+        engine = DecodeEngine(FaultInjectingBackend(inner, "BOOM"), BatchScheduler(max_batch_size=2))
+        reports: list[BatchReport] = []
+        engine.observers.append(reports.append)
+        engine.start()
+        first = [await occupy(inner, engine, job("a", "ok-1"))]  # then the queue forms batches of two, in order
+        doomed = [engine.submit(job("b", "BOOM here")), engine.submit(job("c", "bystander"))]
+        later = [engine.submit(job("d", "ok-2")), engine.submit(job("e", "ok-3"))]
+        inner.gate.set()
+        results = await settle(first + doomed + later)
+        assert [r.text for r in results[:1]] == ["ok-1"]  # type: ignore[union-attr]
+        for outcome in results[1:3]:  # the whole batch that held the bad job fails, bystander included
+            assert isinstance(outcome, DecodeFailed) and "injected fault" in outcome.message
+        assert [r.text for r in results[3:]] == ["ok-2", "ok-3"]  # type: ignore[union-attr]
+        assert [r.failed for r in reports] == [False, True, False]
+        assert engine.alive and engine.scheduler.queue_depth == 0
+        assert not engine._futures  # nothing left behind for the failed jobs
+        await engine.stop()
+
+    run(scenario())
+
+
+def test_a_backend_returning_too_few_results_fails_that_batch() -> None:
+    async def scenario() -> None:
+        backend = ScriptedBackend()
+        engine = started_engine(backend, 4)
+        backend.short_by = 1
+        failed = await settle([engine.submit(job("a", "x")), engine.submit(job("b", "y"))])
+        assert all(isinstance(f, DecodeFailed) for f in failed)
+        backend.short_by = 0
+        ok = await settle([engine.submit(job("a", "z"))])
+        assert ok[0].text == "z"  # type: ignore[union-attr]
+        await engine.stop()
+
+    run(scenario())
+
+
+def test_cancel_owner_frees_a_disconnected_sessions_queued_jobs() -> None:
+    async def scenario() -> None:
+        backend = ScriptedBackend()
+        engine = started_engine(backend, 1)
+        running = await occupy(backend, engine, job("other", "first"))
+        gone = [engine.submit(job("gone", f"u{i}", utterance=i)) for i in range(3)]
+        gone.append(engine.submit(job("gone", "p", kind=JobKind.PARTIAL, utterance=9)))
+        stays = engine.submit(job("other", "second", utterance=1))
+        assert engine.cancel_owner("gone") == 4
+        assert all(f.cancelled() for f in gone)
+        backend.gate.set()
+        assert [r.text for r in await settle([running, stays])] == ["first", "second"]  # type: ignore[union-attr]
+        decoded_owners = {j.owner for batch in backend.batches for j in batch}
+        assert decoded_owners == {"other"}
+        assert not engine._futures and engine.scheduler.queue_depth == 0
+        await engine.stop()
+
+    run(scenario())
+
+
+def test_a_newer_partial_supersedes_the_queued_one() -> None:
+    async def scenario() -> None:
+        backend = ScriptedBackend()
+        engine = started_engine(backend, 4)
+        blocker = await occupy(backend, engine, job("x", "block"))
+        old = engine.submit(job("a", "old", kind=JobKind.PARTIAL))
+        new = engine.submit(job("a", "new", kind=JobKind.PARTIAL))
+        backend.gate.set()
+        outcomes = await settle([blocker, old, new])
+        assert isinstance(outcomes[1], Superseded) and outcomes[2].text == "new"  # type: ignore[union-attr]
+        await engine.stop()
+
+    run(scenario())
+
+
+def test_a_full_queue_refuses_new_work_as_overloaded() -> None:
+    async def scenario() -> None:
+        backend = ScriptedBackend()
+        engine = started_engine(backend, 1, max_queue=2)
+        running = await occupy(backend, engine, job("a", "run"))
+        queued = [engine.submit(job("a", "q1", utterance=1)), engine.submit(job("a", "q2", utterance=2))]
+        with pytest.raises(Overloaded):
+            engine.submit(job("a", "q3", utterance=3))
+        backend.gate.set()
+        assert len(await settle([running, *queued])) == 3
+        await engine.stop()
+
+    run(scenario())
+
+
+def test_fault_wrapper_passes_clean_batches_through() -> None:
+    backend = FaultInjectingBackend(ScriptedBackend(), "BOOM")
+    assert [r.text for r in backend.decode_batch([job("a", "fine")])] == ["fine"]
+    with pytest.raises(InjectedFault):
+        backend.decode_batch([job("a", "fine"), job("b", "xBOOMx")])
+    with pytest.raises(ValueError):
+        FaultInjectingBackend(ScriptedBackend(), "")
