@@ -33,6 +33,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from ..auth import require_api_key
 from ..decode.types import Task
 from ..errors import InvalidParameter, LimitExceeded, ModelNotFound, StreamServerError, Unauthorized
 from ..media import decode_audio
@@ -58,15 +59,7 @@ _CREATED = int(time.time())
 CLIENT_CLOSED = 499  # nginx's status for "client closed the request": logged and counted, never seen by anyone
 
 
-def _require_api_key(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    auth = getattr(request.app.state, "auth", None)
-    if auth is not None:
-        auth.check(token.strip() if scheme.lower() == "bearer" and token.strip() else None)
-
-
-router = APIRouter(dependencies=[Depends(_require_api_key)])
+router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 # --- errors in OpenAI's shape ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ What must hold for any input: the server never crashes or logs a traceback, neve
 answers each bad input with an ``error`` event (or an OpenAI-shaped 4xx), sends exactly one final per utterance,
 and the concurrent good sessions get correct finals.
 
-Short mode (CI, default): a few dozen examples per test. Long mode: ``STREAM_SERVER_TEST_LONG=1`` (hundreds of
+Short mode (CI, default): a few dozen examples per test. Long mode: ``STREAM_TESTS_LONG=1`` (hundreds of
 examples each, new random ones every run); see docs/README-operations.md.
 """
 
@@ -34,7 +34,7 @@ from stream_server.transport.protocol import KNOWN_PARAMS
 from ..conftest import RawWebsocket, ServerHandle, read_until_closed, server_status, start_server, wait_until
 from ..helpers import StreamResult, silence, stream_audio, synthesize, to_pcm16, wer
 
-LONG = os.environ.get("STREAM_SERVER_TEST_LONG") == "1"
+LONG = os.environ.get("STREAM_TESTS_LONG") == "1"
 TALLY: collections.Counter[str] = collections.Counter()  # what the fuzzing tried and got, printed at the end
 MESSAGE_LIMIT = 16384
 GOOD_TEXT = "Please send the quarterly report to the finance team."

@@ -2,7 +2,7 @@
 server holds no session, no queued job and no queued event, and its memory is back near its baseline.
 
 Short mode (CI, default): 300 dropped sessions in waves of 30 after a warm-up of 90, about 30 s. Long mode
-(``STREAM_SERVER_TEST_LONG=1``): 3000 in waves of 100 after 300. Memory is read at rest after the warm-up and
+(``STREAM_TESTS_LONG=1``): 3000 in waves of 100 after 300. Memory is read at rest after the warm-up and
 after each half: it must stay near the baseline and must not keep growing from one half to the next. Bounded
 in time and count either way; see docs/README-operations.md.
 """
@@ -25,7 +25,7 @@ import websockets
 from ..conftest import ServerHandle, metric_value, rss_mb, server_status, start_server, wait_until
 from ..helpers import StreamResult, silence, stream_audio, synthesize, to_pcm16, wer
 
-LONG = os.environ.get("STREAM_SERVER_TEST_LONG") == "1"
+LONG = os.environ.get("STREAM_TESTS_LONG") == "1"
 WAVES, WAVE_SIZE = (30, 100) if LONG else (10, 30)
 GOOD_TEXT = "The train to the city leaves at half past seven."
 DROP_KINDS = ("after_handshake", "mid_utterance", "after_finalize", "mid_frame", "during_handshake", "close_frame")
