@@ -130,7 +130,7 @@ def load_short_utterances(group: str, audio_dir: Path | None = None) -> list[tup
     if not (audio_dir / "manifest.jsonl").exists():
         rec = synthesize_long_recording()
         return [
-            (f"espeak_{i}", rec.samples[int(u.start_s * SAMPLE_RATE): int(u.end_s * SAMPLE_RATE)], u.text)
+            (f"espeak_{i}", rec.samples[int(u.start_s * SAMPLE_RATE) : int(u.end_s * SAMPLE_RATE)], u.text)
             for i, u in enumerate(rec.utterances)
         ]
     return [
@@ -147,10 +147,10 @@ def make_excerpt(recording: LongRecording, first: int, min_duration_s: float) ->
         recording.utterances[last].end_s - recording.utterances[first].start_s < min_duration_s
     ):
         last += 1
-    utts = recording.utterances[first: last + 1]
+    utts = recording.utterances[first : last + 1]
     start_s = max(0.0, utts[0].start_s - EDGE_PAD_S)
     end_s = min(recording.duration_s, utts[-1].end_s + EDGE_PAD_S)
-    samples = recording.samples[int(start_s * SAMPLE_RATE): int(end_s * SAMPLE_RATE)]
+    samples = recording.samples[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]
     return Excerpt(recording.name, first, start_s, samples, " ".join(u.text for u in utts))
 
 
@@ -211,8 +211,12 @@ def synthesize_long_recording(repeats: int = 6) -> LongRecording:
         for i in range(repeats * len(SYNTH_SENTENCES)):
             text = SYNTH_SENTENCES[i % len(SYNTH_SENTENCES)]
             out = Path(tmp) / f"s{i}.wav"
-            subprocess.run([espeak, "-w", str(out), "-s", str(150 + 10 * (i % 4)), text], check=True,
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                [espeak, "-w", str(out), "-s", str(150 + 10 * (i % 4)), text],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             speech = read_wav_int16(out)
             if pieces:
                 pieces.append(gap)

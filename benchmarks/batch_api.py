@@ -240,7 +240,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON result path")
     parser.add_argument("--repeats", type=int, default=1, help="runs per file and system; the fastest counts")
     parser.add_argument(
-        "--beam-size", dest="final_beam_size", type=int, default=None, help="the server's --upload-beam-size (default: its own default)"
+        "--beam-size",
+        dest="final_beam_size",
+        type=int,
+        default=None,
+        help="the server's --upload-beam-size (default: its own default)",
     )
     args = parser.parse_args(argv)
 

@@ -58,8 +58,9 @@ def _window_policies(settings: Any) -> dict[str, Any]:
     }
 
 
-def run_core_benchmark(model_path: str, device: str, batch_sizes: list[int], utterance_limit: int | None,
-                       beam_size: int = 1, log=print) -> dict[str, Any]:
+def run_core_benchmark(
+    model_path: str, device: str, batch_sizes: list[int], utterance_limit: int | None, beam_size: int = 1, log=print
+) -> dict[str, Any]:
     from stream_server.config import Settings
     from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
     from stream_server.decode.whisper_ct2 import WhisperBackend
@@ -73,8 +74,9 @@ def run_core_benchmark(model_path: str, device: str, batch_sizes: list[int], utt
     references = [u[2] for u in utterances]
     total_audio_s = sum(len(a) for a in audio) / 16000
     started = time.monotonic()
-    backend = WhisperBackend(model_path, "bench", device=device, compute_type=compute_type,
-                             cpu_threads=settings.cpu_threads)
+    backend = WhisperBackend(
+        model_path, "bench", device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads
+    )
     load_s = time.monotonic() - started
     options = DecodeOptions(task="transcribe", language="en", beam_size=beam_size, temperatures=(0.0,))
 
@@ -109,11 +111,15 @@ def run_core_benchmark(model_path: str, device: str, batch_sizes: list[int], utt
                 wer=_round(metrics.corpus_wer(zip(references, texts))),
             )
             rows.append(row)
-            log(f"[decode_core] {window_name:8s} batch {batch_size:2d}: {row.utterances_per_s:7.2f} utt/s "
-                f"{row.ms_per_utterance:7.1f} ms/utt  WER {_pct(row.wer)}")
+            log(
+                f"[decode_core] {window_name:8s} batch {batch_size:2d}: {row.utterances_per_s:7.2f} utt/s "
+                f"{row.ms_per_utterance:7.1f} ms/utt  WER {_pct(row.wer)}"
+            )
     reference = faster_whisper_reference(backend, audio, references)
-    log(f"[decode_core] faster-whisper transcribe (beam 5): {reference['utterances_per_s']} utt/s, "
-        f"WER {_pct(reference['wer'])}")
+    log(
+        f"[decode_core] faster-whisper transcribe (beam 5): {reference['utterances_per_s']} utt/s, "
+        f"WER {_pct(reference['wer'])}"
+    )
     return {
         "utterance_group": GROUP,
         "utterances": len(audio),

@@ -100,9 +100,7 @@ WHISPERLIVE = PeerSpec(
 WHISPERLIVEKIT = PeerSpec(
     name="whisperlivekit",
     pip_packages=("whisperlivekit==0.2.26",),
-    import_check=(
-        "import whisperlivekit.basic_server, whisperlivekit.core, whisperlivekit.local_agreement.backends"
-    ),
+    import_check=("import whisperlivekit.basic_server, whisperlivekit.core, whisperlivekit.local_agreement.backends"),
 )
 
 PEERS: dict[str, PeerSpec] = {p.name: p for p in (WHISPERLIVE, WHISPERLIVEKIT)}
@@ -166,21 +164,30 @@ def ensure_peer_venv(spec: PeerSpec, *, log=print) -> InstallOutcome:
         if not spec.python.exists():
             _run_logged([sys.executable, "-m", "venv", str(spec.venv_dir)], install_log, 300)
         # torch first, CPU build, without its CUDA dependency tree; then its (small) pure-Python deps
-        _run_logged(pip + ["--no-deps", "--retries", "1", "--timeout", "30", "--index-url", torch_index(),
-                           torch_spec()], install_log, INSTALL_TIMEOUT_S)
+        _run_logged(
+            pip + ["--no-deps", "--retries", "1", "--timeout", "30", "--index-url", torch_index(), torch_spec()],
+            install_log,
+            INSTALL_TIMEOUT_S,
+        )
         _run_logged(pip + [torch_spec(), *spec.pip_packages], install_log, INSTALL_TIMEOUT_S)
         if spec.no_deps_packages:
             _run_logged(pip + ["--no-deps", *spec.no_deps_packages], install_log, INSTALL_TIMEOUT_S)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         tail = install_log.read_text().strip().splitlines()[-5:]
-        return InstallOutcome(spec.name, False, time.monotonic() - started, reused=False,
-                              reason=f"pip install failed ({exc}): " + " | ".join(tail),
-                              log_path=str(install_log))
+        return InstallOutcome(
+            spec.name,
+            False,
+            time.monotonic() - started,
+            reused=False,
+            reason=f"pip install failed ({exc}): " + " | ".join(tail),
+            log_path=str(install_log),
+        )
     ok, reason = _import_ok(spec, install_log)
     if ok:
         marker.write_text(spec.fingerprint())
-    return InstallOutcome(spec.name, ok, time.monotonic() - started, reused=False, reason=reason,
-                          log_path=str(install_log))
+    return InstallOutcome(
+        spec.name, ok, time.monotonic() - started, reused=False, reason=reason, log_path=str(install_log)
+    )
 
 
 def peer_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """PNG plots of a results JSON: latency against concurrent streams (one line per system), and the core grid.
 
-    python -m benchmarks.plots benchmarks/results/stream_cpu_quick.json   # redraw from a saved run
+python -m benchmarks.plots benchmarks/results/stream_cpu_quick.json   # redraw from a saved run
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from .metrics import CAPACITY_P95_S  # noqa: E402
 
-COLORS = {"ours": "tab:blue", "ours_naive": "tab:orange", "whisperlive": "tab:green", "whisperlivekit": "tab:red",
-          "whisperlive_batch": "tab:olive"}
+COLORS = {
+    "ours": "tab:blue",
+    "ours_naive": "tab:orange",
+    "whisperlive": "tab:green",
+    "whisperlivekit": "tab:red",
+    "whisperlive_batch": "tab:olive",
+}
 
 
 def plot_latency(result: dict[str, Any], path: Path) -> Path:
@@ -55,9 +60,12 @@ def plot_latency(result: dict[str, Any], path: Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     machine = result.get("machine", {})
-    fig.suptitle(f"{result.get('model', {}).get('id')} on {machine.get('device')} ({machine.get('cpu_count')} cores, "
-                 f"{machine.get('cpu', '')[:40]}), {result.get('mode')} run {result.get('date_utc', '')[:10]}; "
-                 f"x = fell behind; dashed = {CAPACITY_P95_S} s", fontsize=9)
+    fig.suptitle(
+        f"{result.get('model', {}).get('id')} on {machine.get('device')} ({machine.get('cpu_count')} cores, "
+        f"{machine.get('cpu', '')[:40]}), {result.get('mode')} run {result.get('date_utc', '')[:10]}; "
+        f"x = fell behind; dashed = {CAPACITY_P95_S} s",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -70,13 +78,21 @@ def plot_core(core: dict[str, Any], path: Path) -> Path:
     for window in windows:
         rows = [r for r in core["rows"] if r["window"] == window]
         wer = ", ".join(f"{100 * r['wer']:.1f}" for r in rows if r["wer"] is not None)
-        axes[0].plot([r["batch_size"] for r in rows], [r["utterances_per_s"] for r in rows], marker="o",
-                     label=f"{window} window (WER % by batch: {wer})")
+        axes[0].plot(
+            [r["batch_size"] for r in rows],
+            [r["utterances_per_s"] for r in rows],
+            marker="o",
+            label=f"{window} window (WER % by batch: {wer})",
+        )
         axes[1].plot([r["batch_size"] for r in rows], [r["ms_per_utterance"] for r in rows], marker="o", label=window)
     ref = core.get("faster_whisper_transcribe") or {}
     if ref:
-        axes[0].axhline(ref["utterances_per_s"], color="grey", linestyle="--",
-                        label=f"faster-whisper transcribe, beam 5 (WER {100 * (ref['wer'] or 0):.1f}%)")
+        axes[0].axhline(
+            ref["utterances_per_s"],
+            color="grey",
+            linestyle="--",
+            label=f"faster-whisper transcribe, beam 5 (WER {100 * (ref['wer'] or 0):.1f}%)",
+        )
     for ax, ylabel in zip(axes, ("utterances / s", "ms / utterance")):
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -85,8 +101,11 @@ def plot_core(core: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Whisper core alone: {core['utterances']} LibriSpeech utterances ({core['audio_s']} s), "
-                 f"{core['device']} {core['compute_type']}, beam {core['beam_size']}", fontsize=9)
+    fig.suptitle(
+        f"Whisper core alone: {core['utterances']} LibriSpeech utterances ({core['audio_s']} s), "
+        f"{core['device']} {core['compute_type']}, beam {core['beam_size']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -100,8 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         result = json.loads(path.read_text())
         print(plot_latency(result, path.with_name(path.stem.replace("stream_", "latency_") + ".png")))
         if result.get("decode_core", {}).get("rows"):
-            print(plot_core(result["decode_core"], path.with_name(path.stem.replace("stream_", "decode_core_")
-                                                                   + ".png")))
+            print(
+                plot_core(result["decode_core"], path.with_name(path.stem.replace("stream_", "decode_core_") + ".png"))
+            )
 
 
 if __name__ == "__main__":

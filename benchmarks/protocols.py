@@ -105,8 +105,9 @@ class NativeAdapter(StreamAdapter):
         self.session_closed: dict[str, Any] | None = None
 
     def url(self, base_url: str) -> str:
-        query = urlencode({"sample_rate": 16000, "encoding": "pcm_s16le", "language": "en",
-                           "endpointing_ms": self.endpointing_ms})
+        query = urlencode(
+            {"sample_rate": 16000, "encoding": "pcm_s16le", "language": "en", "endpointing_ms": self.endpointing_ms}
+        )
         return f"{base_url}/v1/listen?{query}"
 
     async def finish(self, ws: Any, audio_s: float, timeout_s: float) -> None:
@@ -159,18 +160,22 @@ class WhisperLiveAdapter(StreamAdapter):
         return base_url
 
     async def handshake(self, ws: Any, timeout_s: float) -> None:
-        await ws.send(json.dumps({
-            "uid": self.uid,
-            "language": "en",
-            "task": "transcribe",
-            "model": self.model_name,
-            "use_vad": self.use_vad,
-            "audio_format": "int16",
-            "send_last_n_segments": 10,
-            "no_speech_thresh": 0.45,
-            "clip_audio": False,
-            "same_output_threshold": 10,
-        }))
+        await ws.send(
+            json.dumps(
+                {
+                    "uid": self.uid,
+                    "language": "en",
+                    "task": "transcribe",
+                    "model": self.model_name,
+                    "use_vad": self.use_vad,
+                    "audio_format": "int16",
+                    "send_last_n_segments": 10,
+                    "no_speech_thresh": 0.45,
+                    "clip_audio": False,
+                    "same_output_threshold": 10,
+                }
+            )
+        )
         await asyncio.wait_for(self.ready.wait(), timeout_s)
 
     async def finish(self, ws: Any, audio_s: float, timeout_s: float) -> None:

@@ -64,8 +64,7 @@ class Plan:
     def for_mode(cls, quick: bool) -> Plan:
         if quick:
             return cls("quick", (1, 2, 4, 8, 16, 32), 8, 20.0, 100, 15.0, (1, 8), 12, 540.0)
-        return cls("full", (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), 16, 60.0, 100, 30.0,
-                   (1, 2, 4, 8, 16, 32), None, None)
+        return cls("full", (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), 16, 60.0, 100, 30.0, (1, 2, 4, 8, 16, 32), None, None)
 
 
 def level_seconds(plan: Plan, system: str) -> float:
@@ -92,8 +91,12 @@ def machine_info(device: str) -> dict[str, Any]:
     }
     if shutil.which("nvidia-smi"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            info["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                                         capture_output=True, text=True, timeout=20).stdout.strip()
+            info["gpu"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
     return info
 
 
@@ -115,8 +118,16 @@ def _log(msg: str) -> None:
 
 # ---- one system ------------------------------------------------------------------------------------------------
 
-def sweep_system(spec: SystemSpec, plan: Plan, recordings: list[Any], endpointing_ms: int, deadline: float | None,
-                 reserve_s: float, log_dir: Path) -> dict[str, Any]:
+
+def sweep_system(
+    spec: SystemSpec,
+    plan: Plan,
+    recordings: list[Any],
+    endpointing_ms: int,
+    deadline: float | None,
+    reserve_s: float,
+    log_dir: Path,
+) -> dict[str, Any]:
     """Start the server, warm it up, run levels until it falls behind (or time runs out), stop it."""
     out: dict[str, Any] = {"label": spec.label, "protocol": spec.protocol, "notes": spec.notes, "levels": []}
     options = {"endpointing_ms": endpointing_ms} if spec.protocol == "native" else {}
@@ -127,8 +138,11 @@ def sweep_system(spec: SystemSpec, plan: Plan, recordings: list[Any], endpointin
         server.start()
         out["startup_s"] = round(server.startup_s or 0.0, 2)
         warm = plan_excerpts(recordings, 1, 6.0)[0]
-        asyncio.run(run_level(spec.system, server.base_url, adapter, [warm], plan.chunk_ms,
-                              finish_timeout_s=plan.finish_timeout_s))
+        asyncio.run(
+            run_level(
+                spec.system, server.base_url, adapter, [warm], plan.chunk_ms, finish_timeout_s=plan.finish_timeout_s
+            )
+        )
         for n in plan.levels:
             if n > max_level:
                 out["stopped"] = f"level cap {max_level} for this system in {plan.mode} mode"
@@ -138,10 +152,12 @@ def sweep_system(spec: SystemSpec, plan: Plan, recordings: list[Any], endpointin
                 break
             level = _run_one_level(spec, server, adapter, plan, recordings, n)
             out["levels"].append(asdict(level))
-            _log(f"[stream] {spec.system:15s} N={n:3d}  p50 {_s(level.final_latency_s['p50'])}  "
-                 f"p95 {_s(level.final_latency_s['p95'])}  p99 {_s(level.final_latency_s['p99'])}  "
-                 f"WER {_pct(level.wer)}  kept_up={level.kept_up}  passed={level.passed}  "
-                 f"cpu {level.server.get('cpu_cores_used')}  rss {level.server.get('peak_rss_mb')} MB")
+            _log(
+                f"[stream] {spec.system:15s} N={n:3d}  p50 {_s(level.final_latency_s['p50'])}  "
+                f"p95 {_s(level.final_latency_s['p95'])}  p99 {_s(level.final_latency_s['p99'])}  "
+                f"WER {_pct(level.wer)}  kept_up={level.kept_up}  passed={level.passed}  "
+                f"cpu {level.server.get('cpu_cores_used')}  rss {level.server.get('peak_rss_mb')} MB"
+            )
             if not level.kept_up:
                 out["stopped"] = f"fell behind at {n} streams"
                 break
@@ -163,14 +179,18 @@ def sweep_system(spec: SystemSpec, plan: Plan, recordings: list[Any], endpointin
     return out
 
 
-def _run_one_level(spec: SystemSpec, server: ServerProcess, adapter: AdapterConfig, plan: Plan,
-                   recordings: list[Any], n: int) -> LevelResult:
+def _run_one_level(
+    spec: SystemSpec, server: ServerProcess, adapter: AdapterConfig, plan: Plan, recordings: list[Any], n: int
+) -> LevelResult:
     excerpts = plan_excerpts(recordings, n, plan.excerpt_s)
     before = server.status()
     load_before = os.getloadavg()[0]
     with ResourceSampler(server.pid) as sampler:
-        level = asyncio.run(run_level(spec.system, server.base_url, adapter, excerpts, plan.chunk_ms,
-                                      finish_timeout_s=plan.finish_timeout_s))
+        level = asyncio.run(
+            run_level(
+                spec.system, server.base_url, adapter, excerpts, plan.chunk_ms, finish_timeout_s=plan.finish_timeout_s
+            )
+        )
     level.server = {**sampler.report(), "loadavg_1m_before": round(load_before, 2)}
     after = server.status()
     if before and after:
@@ -197,6 +217,7 @@ def scheduler_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
 
 # ---- offline accuracy reference -------------------------------------------------------------------------------
 
+
 def offline_reference(model_path: str, device: str, excerpts: dict[tuple[str, int], Excerpt]) -> dict[Any, str]:
     """faster-whisper's offline ``transcribe`` (beam 5, its defaults) of each distinct streamed excerpt."""
     from faster_whisper import WhisperModel
@@ -220,14 +241,17 @@ def attach_wer_summary(system: dict[str, Any], offline: dict[Any, str], recordin
             if key in offline:
                 offline_pairs.append((client["reference"], offline[key]))
     system["wer_pooled"] = _round(metrics.corpus_wer(stream_pairs)) if stream_pairs else None
-    system["offline_faster_whisper_wer_same_audio"] = _round(metrics.corpus_wer(offline_pairs)) if offline_pairs \
-        else None
+    system["offline_faster_whisper_wer_same_audio"] = (
+        _round(metrics.corpus_wer(offline_pairs)) if offline_pairs else None
+    )
     if system["wer_pooled"] is not None and system["offline_faster_whisper_wer_same_audio"] is not None:
         system["wer_minus_offline_points"] = round(
-            100 * (system["wer_pooled"] - system["offline_faster_whisper_wer_same_audio"]), 2)
+            100 * (system["wer_pooled"] - system["offline_faster_whisper_wer_same_audio"]), 2
+        )
 
 
 # ---- summary ----------------------------------------------------------------------------------------------------
+
 
 def summarize(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows = {}
@@ -256,14 +280,15 @@ def summarize(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for name, row in rows.items():
         if name == OURS:
             continue
-        ours_one = (ours.get("single_stream_final_latency_s") or {})
-        theirs_one = (row.get("single_stream_final_latency_s") or {})
+        ours_one = ours.get("single_stream_final_latency_s") or {}
+        theirs_one = row.get("single_stream_final_latency_s") or {}
         ratios[name] = {
             "capacity_ours_over_theirs": metrics.ratio(ours.get("capacity_streams"), row.get("capacity_streams")),
             # when theirs is 0 (no level met the latency bound) the ratio is undefined; these say what there is
             "capacity_ours_vs_theirs": f"{ours.get('capacity_streams')} vs {row.get('capacity_streams')}",
-            "streams_kept_up_ours_over_theirs": metrics.ratio(ours.get("max_streams_kept_up"),
-                                                              row.get("max_streams_kept_up")),
+            "streams_kept_up_ours_over_theirs": metrics.ratio(
+                ours.get("max_streams_kept_up"), row.get("max_streams_kept_up")
+            ),
             "single_stream_p50_theirs_over_ours": metrics.ratio(theirs_one.get("p50"), ours_one.get("p50")),
             "single_stream_p95_theirs_over_ours": metrics.ratio(theirs_one.get("p95"), ours_one.get("p95")),
         }
@@ -271,18 +296,22 @@ def summarize(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown_table(summary: dict[str, Any], endpointing_ms: int) -> str:
-    head = ("| system | capacity (streams, p95 ≤ 1.2 s) | streams kept up | final latency 1 stream "
-            "p50 / p95 / p99 (s) | p95 at capacity (s) | WER streamed | WER faster-whisper offline, same audio |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = (
+        "| system | capacity (streams, p95 ≤ 1.2 s) | streams kept up | final latency 1 stream "
+        "p50 / p95 / p99 (s) | p95 at capacity (s) | WER streamed | WER faster-whisper offline, same audio |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for row in summary["systems"].values():
         one = row.get("single_stream_final_latency_s") or {}
         cap = row.get("at_capacity_final_latency_s") or {}
         status = "" if row.get("status") == "ok" else f" ({row.get('status')}: {str(row.get('reason'))[:80]})"
-        lines.append(f"| {row.get('label')}{status} | {row.get('capacity_streams')} | "
-                     f"{row.get('max_streams_kept_up')} | {_s(one.get('p50'))} / "
-                     f"{_s(one.get('p95'))} / {_s(one.get('p99'))} | {_s(cap.get('p95'))} | "
-                     f"{_pct(row.get('wer_pooled'))} | {_pct(row.get('offline_faster_whisper_wer_same_audio'))} |")
+        lines.append(
+            f"| {row.get('label')}{status} | {row.get('capacity_streams')} | "
+            f"{row.get('max_streams_kept_up')} | {_s(one.get('p50'))} / "
+            f"{_s(one.get('p95'))} / {_s(one.get('p99'))} | {_s(cap.get('p95'))} | "
+            f"{_pct(row.get('wer_pooled'))} | {_pct(row.get('offline_faster_whisper_wer_same_audio'))} |"
+        )
     return head + "\n".join(lines) + f"\n\nendpointing_ms = {endpointing_ms} for every stream of ours.\n"
 
 
@@ -300,13 +329,15 @@ def _pct(x: Any) -> str:
 
 # ---- main -------------------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the < 10 minute version")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", default="embedded", help="CTranslate2 Whisper dir ('embedded': tiny.en)")
-    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help="comma-separated, from "
-                        + ", ".join(ALL_SYSTEMS))
+    parser.add_argument(
+        "--systems", default=",".join(DEFAULT_SYSTEMS), help="comma-separated, from " + ", ".join(ALL_SYSTEMS)
+    )
     parser.add_argument("--levels", default="", help="override the concurrency levels, e.g. 1,2,4")
     parser.add_argument("--excerpt-s", type=float, default=0.0, help="override seconds of audio per client")
     parser.add_argument("--endpointing-ms", type=int, default=500)
@@ -333,8 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     model_path = embedded_model_path() if args.model == "embedded" else args.model
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_dir = Path(os.environ.get("BENCH_LOG_DIR", "")) if os.environ.get("BENCH_LOG_DIR") else \
-        Path(__import__("tempfile").mkdtemp(prefix="bench-logs-"))
+    log_dir = (
+        Path(os.environ.get("BENCH_LOG_DIR", ""))
+        if os.environ.get("BENCH_LOG_DIR")
+        else Path(__import__("tempfile").mkdtemp(prefix="bench-logs-"))
+    )
     started_wall = dt.datetime.now(dt.timezone.utc)
     result: dict[str, Any] = {
         "kind": "stream-server streaming benchmark",
@@ -351,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         "install": {},
         "systems": {},
     }
-    _log(f"[run] {plan.mode} run, device {args.device}, model {model_path}, systems {systems}; "
-         f"load average {result['loadavg_1m_start']} (other work on the machine skews the figures)")
+    _log(
+        f"[run] {plan.mode} run, device {args.device}, model {model_path}, systems {systems}; "
+        f"load average {result['loadavg_1m_start']} (other work on the machine skews the figures)"
+    )
 
     # (1) peers' venvs: timed apart from the measurement
     peers_needed = {system_specs("", args.device, args.endpointing_ms)[name].peer for name in systems} - {None}
@@ -363,11 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         outcome = ensure_peer_venv(spec, log=_log)
         result["install"][peer] = asdict(outcome)
-        _log(f"[install] {peer}: ok={outcome.ok} reused={outcome.reused} {outcome.seconds:.1f} s "
-             f"{outcome.reason[:300]}")
+        _log(
+            f"[install] {peer}: ok={outcome.ok} reused={outcome.reused} {outcome.seconds:.1f} s {outcome.reason[:300]}"
+        )
         if outcome.ok:
             result["versions"][peer] = installed_versions(
-                spec, ("whisper-live", "whisperlivekit", "faster-whisper", "ctranslate2", "torch", "websockets"))
+                spec, ("whisper-live", "whisperlivekit", "faster-whisper", "ctranslate2", "torch", "websockets")
+            )
 
     measure_start = time.monotonic()
     install_s = sum(i.get("seconds", 0.0) for i in result["install"].values() if not i.get("reused"))
@@ -382,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
             from .decode_core import run_core_benchmark
 
             try:
-                result["decode_core"] = run_core_benchmark(model_path, args.device, list(plan.core_batch_sizes),
-                                                           plan.core_utterances, log=_log)
+                result["decode_core"] = run_core_benchmark(
+                    model_path, args.device, list(plan.core_batch_sizes), plan.core_utterances, log=_log
+                )
             except Exception as exc:
                 result["decode_core"] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
                 _log(f"[decode_core] FAILED: {exc}")
@@ -392,30 +431,39 @@ def main(argv: list[str] | None = None) -> int:
         recordings = load_long_recordings()
         warm_wav = log_dir / "warmup.wav"
         write_wav_int16(warm_wav, plan_excerpts(recordings, 1, 5.0)[0].samples)
-        specs = system_specs(model_path, args.device, args.endpointing_ms, args.ours_args.split() or None,
-                             warmup_wav=str(warm_wav))
+        specs = system_specs(
+            model_path, args.device, args.endpointing_ms, args.ours_args.split() or None, warmup_wav=str(warm_wav)
+        )
         for i, name in enumerate(systems):
-            remaining = systems[i + 1:]
+            remaining = systems[i + 1 :]
             reserve = sum(level_seconds(plan, s) + 20 for s in remaining) + 45  # level 1 of the rest + offline
             install = result["install"].get(specs[name].peer or "")
             if install is not None and not install.get("ok"):
-                result["systems"][name] = {"label": specs[name].label, "status": "not installed",
-                                           "reason": install.get("reason"), "levels": [], "capacity": None}
+                result["systems"][name] = {
+                    "label": specs[name].label,
+                    "status": "not installed",
+                    "reason": install.get("reason"),
+                    "levels": [],
+                    "capacity": None,
+                }
                 continue
-            result["systems"][name] = sweep_system(specs[name], plan, recordings, args.endpointing_ms, deadline,
-                                                   reserve, log_dir)
+            result["systems"][name] = sweep_system(
+                specs[name], plan, recordings, args.endpointing_ms, deadline, reserve, log_dir
+            )
 
         # (4) offline reference on the very excerpts that were streamed
         distinct: dict[tuple[str, float], Excerpt] = {}
-        max_clients = max((lv["clients"] for s in result["systems"].values() for lv in s.get("levels", [])),
-                          default=0)
+        max_clients = max((lv["clients"] for s in result["systems"].values() for lv in s.get("levels", [])), default=0)
         for ex in plan_excerpts(recordings, max_clients, plan.excerpt_s) if max_clients else []:
             distinct.setdefault((ex.source, round(ex.offset_s, 3)), ex)
         if distinct:
             t0 = time.monotonic()
             offline = offline_reference(model_path, args.device, distinct)
-            result["offline_reference"] = {"engine": "faster-whisper WhisperModel.transcribe, beam 5",
-                                           "excerpts": len(distinct), "seconds": round(time.monotonic() - t0, 1)}
+            result["offline_reference"] = {
+                "engine": "faster-whisper WhisperModel.transcribe, beam 5",
+                "excerpts": len(distinct),
+                "seconds": round(time.monotonic() - t0, 1),
+            }
             for system in result["systems"].values():
                 attach_wer_summary(system, offline, recordings, plan)
         result["summary"] = summarize(result["systems"])

@@ -82,51 +82,125 @@ def _tcp_listening(port: int) -> bool:
         return False
 
 
-def system_specs(model_path: str, device: str, endpointing_ms: int, extra_ours: list[str] | None = None,
-                 warmup_wav: str | None = None) -> dict[str, SystemSpec]:
+def system_specs(
+    model_path: str,
+    device: str,
+    endpointing_ms: int,
+    extra_ours: list[str] | None = None,
+    warmup_wav: str | None = None,
+) -> dict[str, SystemSpec]:
     """Every system the benchmark knows, all serving ``model_path``."""
-    ours_base = [sys.executable, "-m", "stream_server", "serve", "--host", "127.0.0.1", "--model", model_path,
-                 "--device", device, "--endpointing-ms", str(endpointing_ms), "--log-level", "warning",
-                 "--max-sessions", "512", *(extra_ours or [])]
+    ours_base = [
+        sys.executable,
+        "-m",
+        "stream_server",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--model",
+        model_path,
+        "--device",
+        device,
+        "--endpointing-ms",
+        str(endpointing_ms),
+        "--log-level",
+        "warning",
+        "--max-sessions",
+        "512",
+        *(extra_ours or []),
+    ]
     wl_python = str(PEERS["whisperlive"].python)
     wlk_server = str(PEERS["whisperlivekit"].venv_dir / "bin" / "whisperlivekit-server")
     wlk_device_env = {} if device == "cuda" else {"CUDA_VISIBLE_DEVICES": ""}
     return {
         "ours": SystemSpec(
-            "ours", "stream-server (batched, trimmed windows)", "native",
-            lambda port: [*ours_base, "--port", str(port)], _http_ok("/readyz"), status_path="/v1/status",
+            "ours",
+            "stream-server (batched, trimmed windows)",
+            "native",
+            lambda port: [*ours_base, "--port", str(port)],
+            _http_ok("/readyz"),
+            status_path="/v1/status",
         ),
         "ours_naive": SystemSpec(
-            "ours_naive", "stream-server naive (batch 1, 30 s windows)", "native",
+            "ours_naive",
+            "stream-server naive (batch 1, 30 s windows)",
+            "native",
             lambda port: [*ours_base, "--port", str(port), "--max-batch-size", "1", "--full-window"],
-            _http_ok("/readyz"), status_path="/v1/status",
+            _http_ok("/readyz"),
+            status_path="/v1/status",
         ),
         "whisperlive": SystemSpec(
-            "whisperlive", "WhisperLive 0.10 (faster-whisper backend)", "whisperlive",
-            lambda port: [wl_python, str(LAUNCHERS_DIR / "whisperlive_server.py"), "--port", str(port),
-                          "--model-dir", model_path],
-            _tcp_listening, env=wlk_device_env, peer="whisperlive",
-            notes=["WhisperLive picks CUDA by itself when torch sees a GPU; int8 on CPU (its choice)",
-                   "single shared model (WhisperLive's mode for a custom model path), VAD on (client default)"],
+            "whisperlive",
+            "WhisperLive 0.10 (faster-whisper backend)",
+            "whisperlive",
+            lambda port: [
+                wl_python,
+                str(LAUNCHERS_DIR / "whisperlive_server.py"),
+                "--port",
+                str(port),
+                "--model-dir",
+                model_path,
+            ],
+            _tcp_listening,
+            env=wlk_device_env,
+            peer="whisperlive",
+            notes=[
+                "WhisperLive picks CUDA by itself when torch sees a GPU; int8 on CPU (its choice)",
+                "single shared model (WhisperLive's mode for a custom model path), VAD on (client default)",
+            ],
         ),
         "whisperlive_batch": SystemSpec(
-            "whisperlive_batch", "WhisperLive 0.10 with its cross-client batching (--batch)", "whisperlive",
-            lambda port: [wl_python, str(LAUNCHERS_DIR / "whisperlive_server.py"), "--port", str(port),
-                          "--model-dir", model_path, "--batch"],
-            _tcp_listening, env=wlk_device_env, peer="whisperlive",
-            notes=["WhisperLive's BatchInferenceWorker (batch_max_size 16, 50 ms window, greedy, its defaults); "
-                   "meant for GPUs, measured here because batching is what ours does"],
+            "whisperlive_batch",
+            "WhisperLive 0.10 with its cross-client batching (--batch)",
+            "whisperlive",
+            lambda port: [
+                wl_python,
+                str(LAUNCHERS_DIR / "whisperlive_server.py"),
+                "--port",
+                str(port),
+                "--model-dir",
+                model_path,
+                "--batch",
+            ],
+            _tcp_listening,
+            env=wlk_device_env,
+            peer="whisperlive",
+            notes=[
+                "WhisperLive's BatchInferenceWorker (batch_max_size 16, 50 ms window, greedy, its defaults); "
+                "meant for GPUs, measured here because batching is what ours does"
+            ],
         ),
         "whisperlivekit": SystemSpec(
-            "whisperlivekit", "WhisperLiveKit 0.2 (LocalAgreement, faster-whisper backend)", "whisperlivekit",
-            lambda port: [wlk_server, "--host", "127.0.0.1", "--port", str(port), "--backend", "faster-whisper",
-                          "--backend-policy", "localagreement", "--model_dir", model_path, "--pcm-input",
-                          "--language", "en", "--log-level", "WARNING",
-                          *(["--warmup-file", warmup_wav] if warmup_wav else [])],
-            _wlk_ready, env=wlk_device_env, peer="whisperlivekit",
-            notes=["SimulStreaming (its default policy) needs PyTorch Whisper weights, not a CTranslate2 "
-                   "directory, so LocalAgreement with the faster-whisper backend is the policy that can serve "
-                   "the same model; compute type 'auto' (its choice)"],
+            "whisperlivekit",
+            "WhisperLiveKit 0.2 (LocalAgreement, faster-whisper backend)",
+            "whisperlivekit",
+            lambda port: [
+                wlk_server,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend",
+                "faster-whisper",
+                "--backend-policy",
+                "localagreement",
+                "--model_dir",
+                model_path,
+                "--pcm-input",
+                "--language",
+                "en",
+                "--log-level",
+                "WARNING",
+                *(["--warmup-file", warmup_wav] if warmup_wav else []),
+            ],
+            _wlk_ready,
+            env=wlk_device_env,
+            peer="whisperlivekit",
+            notes=[
+                "SimulStreaming (its default policy) needs PyTorch Whisper weights, not a CTranslate2 "
+                "directory, so LocalAgreement with the faster-whisper backend is the policy that can serve "
+                "the same model; compute type 'auto' (its choice)"
+            ],
         ),
     }
 
@@ -154,13 +228,20 @@ class ServerProcess(contextlib.AbstractContextManager):
         env.setdefault("PYTHONUNBUFFERED", "1")
         started = time.monotonic()
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(self.spec.command(self.port), stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=REPO_ROOT, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.spec.command(self.port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env=env,
+                start_new_session=True,
+            )
         deadline = started + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.spec.system} exited with {self.proc.returncode} during start-up: "
-                                   + self.log_tail())
+                raise RuntimeError(
+                    f"{self.spec.system} exited with {self.proc.returncode} during start-up: " + self.log_tail()
+                )
             if self.spec.ready(self.port):
                 self.startup_s = time.monotonic() - started
                 return
@@ -225,7 +306,7 @@ def _proc_tree(root: int) -> list[int]:
                 stat = fh.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(entry))
     tree, todo = [], [root]
     while todo:
@@ -238,7 +319,7 @@ def _proc_tree(root: int) -> list[int]:
 def _cpu_and_rss(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read()
-    after = fields[fields.rindex(")") + 2:].split()
+    after = fields[fields.rindex(")") + 2 :].split()
     cpu = (int(after[11]) + int(after[12])) / _CLK_TCK  # utime + stime
     with open(f"/proc/{pid}/statm") as fh:
         rss = int(fh.read().split()[1]) * _PAGE

@@ -64,14 +64,16 @@ async def run_client(
     finish_timeout_s: float = FINISH_TIMEOUT_S,
 ) -> ClientResult:
     adapter = adapter_config.make()
-    result = ClientResult(index, excerpt.source, round(excerpt.offset_s, 3), round(excerpt.duration_s, 3),
-                          reference=excerpt.reference)
+    result = ClientResult(
+        index, excerpt.source, round(excerpt.offset_s, 3), round(excerpt.duration_s, 3), reference=excerpt.reference
+    )
     send_log = metrics.SendLog(SAMPLE_RATE)
     events: list[ResultEvent] = []
     await asyncio.sleep(start_delay_s)
     try:
-        async with websockets.connect(adapter.url(base_url), open_timeout=CONNECT_TIMEOUT_S,
-                                      max_size=None, ping_interval=None, close_timeout=5) as ws:
+        async with websockets.connect(
+            adapter.url(base_url), open_timeout=CONNECT_TIMEOUT_S, max_size=None, ping_interval=None, close_timeout=5
+        ) as ws:
 
             async def receive() -> None:
                 try:
@@ -112,8 +114,9 @@ async def run_client(
     return result
 
 
-async def _send_paced(ws: Any, adapter: Any, samples: np.ndarray, chunk_ms: int, send_log: metrics.SendLog,
-                      result: ClientResult) -> None:
+async def _send_paced(
+    ws: Any, adapter: Any, samples: np.ndarray, chunk_ms: int, send_log: metrics.SendLog, result: ClientResult
+) -> None:
     chunk = SAMPLE_RATE * chunk_ms // 1000
     t0 = time.monotonic()
     for i, first in enumerate(range(0, len(samples), chunk)):
@@ -123,7 +126,7 @@ async def _send_paced(ws: Any, adapter: Any, samples: np.ndarray, chunk_ms: int,
             await asyncio.sleep(delay)
         else:
             result.max_send_late_s = max(result.max_send_late_s, -delay)
-        frame = samples[first: first + chunk]
+        frame = samples[first : first + chunk]
         await ws.send(adapter.audio_frame(frame.tobytes()))
         send_log.record(first, len(frame), time.monotonic())
 
@@ -148,16 +151,31 @@ class LevelResult:
     per_client: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def run_level(system: str, base_url: str, adapter_config: AdapterConfig, excerpts: list[Excerpt],
-                    chunk_ms: int = 100, finish_timeout_s: float = FINISH_TIMEOUT_S) -> LevelResult:
+async def run_level(
+    system: str,
+    base_url: str,
+    adapter_config: AdapterConfig,
+    excerpts: list[Excerpt],
+    chunk_ms: int = 100,
+    finish_timeout_s: float = FINISH_TIMEOUT_S,
+) -> LevelResult:
     """All clients of one concurrency level, started staggered within one chunk period."""
     n = len(excerpts)
     started = time.monotonic()
-    results = await asyncio.gather(*(
-        run_client(k, base_url, adapter_config, ex, start_delay_s=(k * chunk_ms / 1000.0) / max(1, n),
-                   chunk_ms=chunk_ms, finish_timeout_s=finish_timeout_s)
-        for k, ex in enumerate(excerpts)
-    ))
+    results = await asyncio.gather(
+        *(
+            run_client(
+                k,
+                base_url,
+                adapter_config,
+                ex,
+                start_delay_s=(k * chunk_ms / 1000.0) / max(1, n),
+                chunk_ms=chunk_ms,
+                finish_timeout_s=finish_timeout_s,
+            )
+            for k, ex in enumerate(excerpts)
+        )
+    )
     return summarize_level(system, chunk_ms, time.monotonic() - started, list(results))
 
 
@@ -224,8 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     recordings = load_long_recordings()
     for n in [int(x) for x in args.clients.split(",")]:
         excerpts = plan_excerpts(recordings, n, args.duration or None)
-        level = asyncio.run(run_level(args.protocol, args.url, AdapterConfig(args.protocol, options), excerpts,
-                                      args.chunk_ms))
+        level = asyncio.run(
+            run_level(args.protocol, args.url, AdapterConfig(args.protocol, options), excerpts, args.chunk_ms)
+        )
         row = asdict(level)
         row.pop("per_client")
         print(json.dumps(row))

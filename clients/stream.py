@@ -52,9 +52,7 @@ async def stream_file(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     finals: list[dict] = []
     chunk = max(1, rate * chunk_ms // 1000)
-    async with websockets.connect(
-        f"{url}?{urlencode(query)}", additional_headers=headers, max_size=None
-    ) as ws:
+    async with websockets.connect(f"{url}?{urlencode(query)}", additional_headers=headers, max_size=None) as ws:
 
         async def send() -> None:
             t0 = time.monotonic()
@@ -90,9 +88,7 @@ async def stream_file(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file")
     parser.add_argument("--url", default="ws://127.0.0.1:8000/v1/listen")
     parser.add_argument("--fast", action="store_true", help="send as fast as possible, not at real-time pace")
@@ -103,9 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     extra = {"word_timestamps": "true"} if args.word_timestamps else {}
     try:
-        asyncio.run(
-            stream_file(args.file, args.url, args.fast, args.chunk_ms, args.json, args.api_key, extra)
-        )
+        asyncio.run(stream_file(args.file, args.url, args.fast, args.chunk_ms, args.json, args.api_key, extra))
     except (OSError, websockets.exceptions.WebSocketException) as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:

@@ -99,12 +99,14 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
     @ops.get("/v1/status")
     async def status(request: Request) -> JSONResponse:
         engine: DecodeEngine = request.app.state.engine
-        return JSONResponse({
-            "model": engine.backend.model_id,
-            **request.app.state.sessions.snapshot(),
-            "scheduler": asdict(engine.stats()),
-            "engine_busy": engine.busy,
-        })
+        return JSONResponse(
+            {
+                "model": engine.backend.model_id,
+                **request.app.state.sessions.snapshot(),
+                "scheduler": asdict(engine.stats()),
+                "engine_busy": engine.busy,
+            }
+        )
 
     @app.exception_handler(StreamServerError)
     async def on_stream_server_error(request: Request, exc: StreamServerError) -> Response:

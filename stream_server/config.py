@@ -33,9 +33,7 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = Field("plain", description="log line format")
 
     # --- model
-    model: str = Field(
-        "embedded", description="'embedded' (tiny.en), a CTranslate2 Whisper dir or a size name"
-    )
+    model: str = Field("embedded", description="'embedded' (tiny.en), a CTranslate2 Whisper dir or a size name")
     model_id: str = Field("", description="id reported to clients; default: derived from --model")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = Field("default", description="int8 on CPU, float16 on CUDA when 'default'")
@@ -55,7 +53,8 @@ class Settings(BaseSettings):
     # --- scheduler
     max_batch_size: int = Field(16, description="most items decoded in one model call")
     max_batch_audio_s: float = Field(
-        20.0, description="audio seconds per batch; finals always run, partials and uploads fill the rest (0: no cap; GPU: 0)"
+        20.0,
+        description="audio seconds per batch; finals always run, partials and uploads fill the rest (0: no cap)",
     )
     max_wait_ms: float = Field(0.0, description="extra wait to fill a batch when the model is idle")
     max_queue: int = Field(2048, description="queued jobs beyond which new work is refused as overloaded")
@@ -69,17 +68,13 @@ class Settings(BaseSettings):
         8.0, description="past this, a 200 ms pause already ends an utterance (0: off); bounds partial cost"
     )
     prompt_max_tokens: int = Field(200, description="rolling prompt length cap (tokens, approximately)")
-    prompt_reset_silence_s: float = Field(
-        30.0, description="silence after which the rolling prompt is dropped"
-    )
+    prompt_reset_silence_s: float = Field(30.0, description="silence after which the rolling prompt is dropped")
 
     # --- limits
     max_sessions: int = Field(64, description="concurrent websocket sessions")
     max_message_bytes: int = Field(1 << 20, description="largest websocket message")
     max_session_s: float = Field(4 * 3600.0, description="longest websocket session (wall seconds)")
-    idle_timeout_s: float = Field(
-        60.0, description="close a session with no audio or keepalive for this long"
-    )
+    idle_timeout_s: float = Field(60.0, description="close a session with no audio or keepalive for this long")
     max_backlog_s: float = Field(30.0, description="audio a session may have buffered but not yet processed")
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest HTTP upload")
     max_upload_duration_s: float = Field(4 * 3600.0, description="longest decoded HTTP upload")

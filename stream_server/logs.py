@@ -71,5 +71,8 @@ def configure_logging(level: str, fmt: str) -> dict:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    return {"version": 1, "disable_existing_loggers": False,
-            "loggers": {"uvicorn": {"level": level.upper()}, "uvicorn.access": {"level": "WARNING"}}}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "loggers": {"uvicorn": {"level": level.upper()}, "uvicorn.access": {"level": "WARNING"}},
+    }

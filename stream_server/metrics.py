@@ -41,19 +41,24 @@ class Metrics:
             "decode_batch_size", "Jobs per decode batch", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
         )
         self.queue_wait = Histogram(
-            "decode_queue_wait_seconds", "Time a job waited before its batch ran",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+            "decode_queue_wait_seconds",
+            "Time a job waited before its batch ran",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
         )
         self.batch_seconds = Histogram(
-            "decode_batch_seconds", "Wall time of one decode batch",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+            "decode_batch_seconds",
+            "Wall time of one decode batch",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
         )
         self.failed_batches = Counter("decode_failed_batches_total", "Batches that raised", registry=r)
         self.queue_depth = Gauge("decode_queue_depth", "Decode jobs waiting for a batch", registry=r)
         self.final_latency = Histogram(
             "stream_final_latency_seconds",
             "Time from an utterance's final decode job being submitted to its final being queued to the socket",
-            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10), registry=r,
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+            registry=r,
         )
         self.http_requests = Counter(
             "http_transcription_requests_total", "Batch API requests", ["endpoint", "status"], registry=r

@@ -89,9 +89,7 @@ class _Utterance:
 class _Channel:
     """One independent stream: its own VAD, utterance counter, rolling prompt and final ordering."""
 
-    def __init__(
-        self, index: int, config: StreamConfig, session_id: str, classifier: SpeechClassifier | None
-    ):
+    def __init__(self, index: int, config: StreamConfig, session_id: str, classifier: SpeechClassifier | None):
         self.index = index
         self.config = config
         self.session_id = session_id
@@ -195,9 +193,7 @@ class _Channel:
         )
         return [DecodeRequested(job, self.index, utt.utterance_id, is_final=False)]
 
-    def on_partial(
-        self, utterance_id: int, sequence: int, result: DecodeResult, audio_s: float
-    ) -> list[SessionEvent]:
+    def on_partial(self, utterance_id: int, sequence: int, result: DecodeResult, audio_s: float) -> list[SessionEvent]:
         utt = self.utterances.get(utterance_id)
         if utt is None or utt.final_requested or sequence <= utt.partial_shown:
             return []
@@ -206,9 +202,7 @@ class _Channel:
         end = utt.start_sample / SAMPLE_RATE + audio_s
         return [Partial(self.index, utterance_id, utt.speech_sample / SAMPLE_RATE, end, shown, stable)]
 
-    def on_final(
-        self, utterance_id: int, result: DecodeResult | None, error: str | None
-    ) -> list[SessionEvent]:
+    def on_final(self, utterance_id: int, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
         utt = self.utterances.pop(utterance_id)
         start, end = utt.speech_sample / SAMPLE_RATE, utt.end_sample / SAMPLE_RATE
         audio_start = utt.start_sample / SAMPLE_RATE  # word times are relative to the decoded audio
@@ -221,9 +215,7 @@ class _Channel:
             self.prompt.commit(text, end, suspicious=result.looks_hallucinated)
             words = (
                 tuple(
-                    Word(
-                        w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability
-                    )
+                    Word(w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability)
                     for w in result.words
                 )
                 if self.config.word_timestamps
@@ -239,9 +231,7 @@ class _Channel:
 class StreamingSession:
     """Protocol v1 session logic for ``channels`` independent streams. Not thread-safe: one owner at a time."""
 
-    def __init__(
-        self, session_id: str, config: StreamConfig, classifier: SpeechClassifier | None = None
-    ) -> None:
+    def __init__(self, session_id: str, config: StreamConfig, classifier: SpeechClassifier | None = None) -> None:
         self.session_id = session_id
         self.config = config.validate()
         self.state = SessionState.OPEN
@@ -302,9 +292,7 @@ class StreamingSession:
     def receive_decode_failure(self, job: DecodeJob, message: str) -> list[SessionEvent]:
         return self._on_outcome(job, None, message)
 
-    def _on_outcome(
-        self, job: DecodeJob, result: DecodeResult | None, error: str | None
-    ) -> list[SessionEvent]:
+    def _on_outcome(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
         if job.job_id in self._final_jobs:
             channel, utterance_id = self._final_jobs.pop(job.job_id)
             self._final_audio_s.pop(job.job_id, None)

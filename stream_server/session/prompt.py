@@ -20,11 +20,7 @@ class RollingPrompt:
 
     def text(self, now_s: float | None = None) -> str:
         """The prompt for an utterance starting at stream time ``now_s``."""
-        if (
-            now_s is not None
-            and self._last_end_s is not None
-            and now_s - self._last_end_s > self.reset_silence_s
-        ):
+        if now_s is not None and self._last_end_s is not None and now_s - self._last_end_s > self.reset_silence_s:
             self._committed = ""
         return self._committed
 

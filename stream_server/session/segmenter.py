@@ -225,9 +225,7 @@ def split_utterances(
 ) -> list[tuple[int, int]]:
     """Offline use: sample ranges ``[start, end)`` of the utterances in ``audio`` (16 kHz float32)."""
     segmenter = VadSegmenter(
-        SegmenterConfig(
-            aggressiveness=aggressiveness, endpointing_ms=endpointing_ms, max_utterance_s=max_utterance_s
-        )
+        SegmenterConfig(aggressiveness=aggressiveness, endpointing_ms=endpointing_ms, max_utterance_s=max_utterance_s)
     )
     ranges: list[tuple[int, int]] = []
     step = SAMPLE_RATE * 10

@@ -62,7 +62,11 @@ BACKPRESSURE_POLL_S = 0.05
 
 class StreamConnection:
     def __init__(
-        self, websocket: WebSocket, session: StreamingSession, engine: DecodeEngine, limits: StreamLimits,
+        self,
+        websocket: WebSocket,
+        session: StreamingSession,
+        engine: DecodeEngine,
+        limits: StreamLimits,
         hooks: Metrics | None,
     ) -> None:
         self.websocket = websocket
@@ -86,9 +90,16 @@ class StreamConnection:
         self.log = logging.LoggerAdapter(log, {"session_id": self.session_id})
         # queued first, so that even a session drained before its handshake completes starts with it
         language = session.config.language or ("auto" if engine.backend.is_multilingual else "en")
-        self.send({"type": "session.started", "session_id": self.session_id, "model": engine.backend.model_id,
-                   "sample_rate": session.config.sample_rate, "channels": session.config.channels,
-                   "language": language})
+        self.send(
+            {
+                "type": "session.started",
+                "session_id": self.session_id,
+                "model": engine.backend.model_id,
+                "sample_rate": session.config.sample_rate,
+                "channels": session.config.channels,
+                "language": language,
+            }
+        )
 
     # --- events out
 
@@ -146,8 +157,13 @@ class StreamConnection:
 
     def _check_done(self) -> None:
         if self.session.done and not self._all_sent.is_set():
-            self.send({"type": "session.closed", "reason": self.close_reason,
-                       "audio_seconds": round(self.session.audio_seconds, 3)})
+            self.send(
+                {
+                    "type": "session.closed",
+                    "reason": self.close_reason,
+                    "audio_seconds": round(self.session.audio_seconds, 3),
+                }
+            )
             self._all_sent.set()
 
     # --- lifecycle
@@ -278,8 +294,9 @@ class StreamConnection:
 
     async def _on_audio(self, data: bytes) -> None:
         if len(data) > self.limits.max_message_bytes:
-            raise MessageTooLarge(f"a message of {len(data)} bytes exceeds the limit of "
-                                  f"{self.limits.max_message_bytes}; it was dropped")
+            raise MessageTooLarge(
+                f"a message of {len(data)} bytes exceeds the limit of {self.limits.max_message_bytes}; it was dropped"
+            )
         if self._closing_since is not None:
             raise ProtocolError(f"audio after the session began closing ({self.close_reason}) is ignored")
         before = self.session.audio_seconds
@@ -293,13 +310,20 @@ class StreamConnection:
         limit = self.limits.max_backlog_s
         if self.session.backlog_seconds <= limit:
             return
-        self.send_error(BacklogFull(
-            f"more than {limit:g} s of audio is waiting to be decoded; intake paused: send at real-time pace"))
+        self.send_error(
+            BacklogFull(
+                f"more than {limit:g} s of audio is waiting to be decoded; intake paused: send at real-time pace"
+            )
+        )
         if self.hooks is not None:
             self.hooks.on_backpressure()
         end_of_session = self.started + self.limits.max_session_s
-        while (self.session.backlog_seconds > limit / 2 and not self.finished.is_set()
-               and not self._aborted.is_set() and time.monotonic() < end_of_session):
+        while (
+            self.session.backlog_seconds > limit / 2
+            and not self.finished.is_set()
+            and not self._aborted.is_set()
+            and time.monotonic() < end_of_session
+        ):
             await asyncio.sleep(BACKPRESSURE_POLL_S)
         self.last_activity = time.monotonic()  # a paused client was not idle
 
@@ -325,8 +349,7 @@ class StreamConnection:
         raise ProtocolError(f"unknown message type {shown}; expected finalize, close_stream or keepalive")
 
 
-async def _refuse(websocket: WebSocket, subprotocol: str | None, exc: StreamServerError,
-                  hooks: Metrics | None) -> None:
+async def _refuse(websocket: WebSocket, subprotocol: str | None, exc: StreamServerError, hooks: Metrics | None) -> None:
     """Complete the handshake only to say why: an ``error`` event, then close with the error's code."""
     log.info("session refused: %s", exc.code)
     if hooks is not None:
@@ -353,10 +376,12 @@ async def _serve(websocket: WebSocket, session_id: str) -> None:
     key, subprotocol = websocket_credentials(websocket.headers, websocket.scope.get("subprotocols", []))
     try:
         state.auth.check(key)
-        config = parse_stream_config(dict(websocket.query_params), state.stream_defaults,
-                                     engine.backend.is_multilingual)
-        connection = StreamConnection(websocket, StreamingSession(session_id, config), engine,
-                                      state.stream_limits, hooks)
+        config = parse_stream_config(
+            dict(websocket.query_params), state.stream_defaults, engine.backend.is_multilingual
+        )
+        connection = StreamConnection(
+            websocket, StreamingSession(session_id, config), engine, state.stream_limits, hooks
+        )
         registry.admit(connection)
     except StreamServerError as exc:
         await _refuse(websocket, subprotocol, exc, hooks)
@@ -375,8 +400,9 @@ async def _serve(websocket: WebSocket, session_id: str) -> None:
         registry.remove(connection)
         if counted and hooks is not None:
             hooks.on_session(-1)
-        connection.log.info("session ended (%s, %.1f s of audio)", connection.close_reason,
-                            connection.session.audio_seconds)
+        connection.log.info(
+            "session ended (%s, %.1f s of audio)", connection.close_reason, connection.session.audio_seconds
+        )
 
 
 def stream_defaults(settings: Any) -> StreamConfig:

@@ -133,12 +133,13 @@ def test_native_adapter_parses_protocol_v1():
     a = NativeAdapter()
     assert "endpointing_ms=500" in a.url("ws://x")
     assert a.feed(json.dumps({"type": "session.started", "session_id": "s"}), 1.0) == []
-    (partial,) = a.feed(json.dumps({"type": "partial", "utterance_id": 0, "start": 0.1, "end": 1.5,
-                                    "text": "hel", "stable_text": ""}), 2.0)
+    (partial,) = a.feed(
+        json.dumps({"type": "partial", "utterance_id": 0, "start": 0.1, "end": 1.5, "text": "hel", "stable_text": ""}),
+        2.0,
+    )
     assert (partial.kind, partial.end_s, partial.arrival) == ("partial", 1.5, 2.0)
     a.feed(json.dumps({"type": "final", "utterance_id": 1, "start": 3, "end": 4, "text": " world"}), 5.0)
-    (final,) = a.feed(json.dumps({"type": "final", "utterance_id": 0, "start": 0, "end": 2.0, "text": "Hello,"}),
-                      3.0)
+    (final,) = a.feed(json.dumps({"type": "final", "utterance_id": 0, "start": 0, "end": 2.0, "text": "Hello,"}), 3.0)
     assert final.kind == "final" and final.end_s == 2.0
     a.feed(json.dumps({"type": "error", "code": "x", "message": "y"}), 6.0)
     assert a.errors == ["x: y"]
@@ -154,9 +155,13 @@ def test_whisperlive_adapter_counts_each_completed_segment_once():
     msg1 = {"uid": a.uid, "segments": [{"start": "0.000", "end": "2.000", "text": " Hello", "completed": False}]}
     (p,) = a.feed(json.dumps(msg1), 1.0)
     assert p.kind == "partial" and p.end_s == 2.0 and a.pending is not None
-    msg2 = {"uid": a.uid, "segments": [
-        {"start": "0.000", "end": "2.100", "text": " Hello there.", "completed": True},
-        {"start": "2.100", "end": "3.000", "text": " How", "completed": False}]}
+    msg2 = {
+        "uid": a.uid,
+        "segments": [
+            {"start": "0.000", "end": "2.100", "text": " Hello there.", "completed": True},
+            {"start": "2.100", "end": "3.000", "text": " How", "completed": False},
+        ],
+    }
     events = a.feed(json.dumps(msg2), 2.0)
     assert [e.kind for e in events] == ["final", "partial"]
     events = a.feed(json.dumps(msg2 | {"segments": msg2["segments"][:1]}), 3.0)
@@ -171,8 +176,12 @@ def test_whisperlivekit_adapter_reports_a_final_when_the_committed_end_advances(
     a = WhisperLiveKitAdapter()
     a.feed(json.dumps({"type": "config", "useAudioWorklet": True, "mode": "full"}), 0.0)
     assert a.config_seen.is_set() and not a.errors
-    snap = {"status": "active_transcription", "lines": [], "buffer_transcription": "hel",
-            "remaining_time_transcription": 0.4}
+    snap = {
+        "status": "active_transcription",
+        "lines": [],
+        "buffer_transcription": "hel",
+        "remaining_time_transcription": 0.4,
+    }
     assert a.feed(json.dumps(snap), 1.0) == []
     snap["lines"] = [{"speaker": 1, "text": "Hello", "start": "0:00:00.10", "end": "0:00:01.20"}]
     (final,) = a.feed(json.dumps(snap), 2.0)
@@ -188,12 +197,29 @@ def test_whisperlivekit_adapter_reports_a_final_when_the_committed_end_advances(
 
 
 def test_summarize_level_pools_clients_and_applies_the_rules():
-    good = ClientResult(0, "a.wav", 0.0, 20.0, final_latencies_s=[0.6, 0.7, 0.8],
-                        final_points=[(2.0, 0.6), (9.0, 0.7), (18.0, 0.8)], partial_lags_s=[0.3],
-                        transcript="hello world", reference="hello world", finish_s=0.5)
-    slow = ClientResult(1, "b.wav", 5.0, 20.0, final_latencies_s=[0.9, 1.0, 1.1],
-                        final_points=[(3.0, 0.9), (10.0, 1.0), (19.0, 1.1)], transcript="good bye",
-                        reference="good night", finish_s=0.7)
+    good = ClientResult(
+        0,
+        "a.wav",
+        0.0,
+        20.0,
+        final_latencies_s=[0.6, 0.7, 0.8],
+        final_points=[(2.0, 0.6), (9.0, 0.7), (18.0, 0.8)],
+        partial_lags_s=[0.3],
+        transcript="hello world",
+        reference="hello world",
+        finish_s=0.5,
+    )
+    slow = ClientResult(
+        1,
+        "b.wav",
+        5.0,
+        20.0,
+        final_latencies_s=[0.9, 1.0, 1.1],
+        final_points=[(3.0, 0.9), (10.0, 1.0), (19.0, 1.1)],
+        transcript="good bye",
+        reference="good night",
+        finish_s=0.7,
+    )
     level = summarize_level("ours", 100, 21.0, [good, slow])
     assert level.clients == 2 and level.final_latency_s["count"] == 6
     assert level.kept_up and level.passed
@@ -206,8 +232,14 @@ def test_summarize_level_pools_clients_and_applies_the_rules():
 
 def test_scheduler_delta_from_status_snapshots():
     before = {"scheduler": {"batches": 10, "items": 12, "batch_size_histogram": {"1": 8, "2": 2}}}
-    after = {"scheduler": {"batches": 14, "items": 24, "max_batch_size_seen": 4,
-                           "batch_size_histogram": {"1": 8, "2": 2, "4": 3, "0": 0, "10": 1}}}
+    after = {
+        "scheduler": {
+            "batches": 14,
+            "items": 24,
+            "max_batch_size_seen": 4,
+            "batch_size_histogram": {"1": 8, "2": 2, "4": 3, "0": 0, "10": 1},
+        }
+    }
     delta = scheduler_delta(before, after)
     assert delta["batches"] == 4 and delta["items"] == 12 and delta["mean_batch_size"] == 3.0
     assert delta["batch_size_histogram"] == {"4": 3, "10": 1}

@@ -50,9 +50,7 @@ def test_english_only_model_refuses_other_languages_and_translation():
     assert parse_stream_config({"language": "en"}, StreamConfig(), multilingual=False).language == "en"
 
 
-@pytest.mark.parametrize(
-    "params", [{"sample_rate": "x"}, {"channels": "9"}, {"nope": "1"}, {"encoding": "opus"}]
-)
+@pytest.mark.parametrize("params", [{"sample_rate": "x"}, {"channels": "9"}, {"nope": "1"}, {"encoding": "opus"}])
 def test_bad_parameters_name_the_parameter(params):
     with pytest.raises(InvalidParameter) as info:
         parse_stream_config(params, StreamConfig(), multilingual=True)

@@ -92,16 +92,12 @@ def test_partials_follow_the_interval_and_stop_at_the_final():
     # the first partial waits for 1 s of audio, then one per 500 ms of new audio
     assert len(partials) == 4
     assert all(p.job.kind is JobKind.PARTIAL for p in partials)
-    assert [round(p.job.duration_s, 1) for p in partials] == sorted(
-        round(p.job.duration_s, 1) for p in partials
-    )
+    assert [round(p.job.duration_s, 1) for p in partials] == sorted(round(p.job.duration_s, 1) for p in partials)
     shown = session.receive_decode_result(partials[1].job, result_for(partials[1].job, "hello there"))
     assert [(p.text, p.stable_text) for p in shown if isinstance(p, Partial)] == [("hello there", "")]
     # an older partial arriving late is dropped
     assert session.receive_decode_result(partials[0].job, result_for(partials[0].job, "hello")) == []
-    shown = session.receive_decode_result(
-        partials[2].job, result_for(partials[2].job, "hello there my friend")
-    )
+    shown = session.receive_decode_result(partials[2].job, result_for(partials[2].job, "hello there my friend"))
     assert shown[0].stable_text == "hello there"
     (final,) = requests(session.receive_audio(pcm(quiet(1.0))), final=True)
     # a partial landing after the final was requested is dropped
@@ -159,9 +155,7 @@ def test_rolling_prompt_is_bounded_and_dropped_after_long_silence():
     (second,) = requests(session.receive_audio(chunk), final=True)
     assert 0 < len(second.job.prompt_text) <= 40
     session.receive_decode_result(second.job, result_for(second.job, "kept"))
-    (third,) = requests(
-        session.receive_audio(pcm(np.concatenate([quiet(6.0), tone(1.0), quiet(1.0)]))), final=True
-    )
+    (third,) = requests(session.receive_audio(pcm(np.concatenate([quiet(6.0), tone(1.0), quiet(1.0)]))), final=True)
     assert third.job.prompt_text == ""
 
 
