@@ -191,8 +191,10 @@ class WhisperBackend:
                 silent = result.no_speech_prob > options.no_speech_threshold and (
                     result.avg_logprob < options.log_prob_threshold
                 )
-                bad = result.compression_ratio > options.compression_ratio_threshold or (
-                    result.avg_logprob < options.log_prob_threshold
+                bad = (
+                    result.compression_ratio > options.compression_ratio_threshold
+                    or result.avg_logprob < options.log_prob_threshold
+                    or repeated_tail(result.text) > 0
                 )
                 if bad and not silent:
                     still.append(i)
@@ -202,7 +204,7 @@ class WhisperBackend:
             if not pending:
                 break
 
-        finished = [self._silence_check(r, options) for r in best if r is not None]
+        finished = [self._silence_check(_drop_repeated_tail(r), options) for r in best if r is not None]
         if options.word_timestamps:
             finished = self._add_words(items, finished, window)
         return [
@@ -300,6 +302,28 @@ class WhisperBackend:
                 )
                 out[i] = DecodeResult(**{**results[i].__dict__, "words": words})
         return out
+
+
+def repeated_tail(text: str, min_words: int = 3) -> int:
+    """Words at the end of ``text`` that repeat the words just before them (0: none).
+
+    Whisper sometimes says a short utterance twice ("The children are playing football in the park. The
+    children are playing football in the park", seen on a 2.8 s clip with a 4 s window): a loop too short for
+    the compression-ratio test. Counted only when the repeated block is at least ``min_words`` long and the
+    two copies make up most of the text, so real repetitions ("no, no, no") are left alone."""
+    words = ["".join(ch for ch in w.lower() if ch.isalnum()) for w in text.split()]
+    for size in range(len(words) // 2, min_words - 1, -1):
+        if words[-size:] == words[-2 * size : -size] and 2 * size >= 0.8 * len(words):
+            return size
+    return 0
+
+
+def _drop_repeated_tail(result: DecodeResult) -> DecodeResult:
+    """Keep one copy when every fallback temperature still repeated itself. Tokens are left as decoded."""
+    size = repeated_tail(result.text)
+    if size == 0:
+        return result
+    return DecodeResult(**{**result.__dict__, "text": " ".join(result.text.split()[:-size])})
 
 
 def load_backend(settings) -> WhisperBackend:  # settings: config.Settings (no import: keep the flow one-way)

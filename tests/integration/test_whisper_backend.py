@@ -70,3 +70,13 @@ def test_word_timestamps_and_silence(backend, clips):
     assert [w.word.strip() for w in words.words] == words.text.split()
     assert all(0 <= w.start <= w.end <= len(clips[1]) / 16000 + 0.1 for w in words.words)
     assert quiet.text == ""
+
+
+def test_a_repeated_utterance_is_detected():
+    from stream_server.decode.whisper_ct2 import repeated_tail
+
+    doubled = "The children are playing football in the park. The children are playing football in the park"
+    assert repeated_tail(doubled) == 8
+    assert repeated_tail("no, no, no, I said no") == 0
+    assert repeated_tail("We will go. We will go to the beach and swim in the sea all day") == 0
+    assert repeated_tail("thank you thank you") == 0  # two words: too short to call a loop
