@@ -67,12 +67,14 @@ class WindowPolicy:
 
 
 # CTranslate2 requires <|startoftranscript|> at the same position in every prompt of a generate() call, so
-# the previous-text tokens of one call must have one length. Each item's previous text is cut (oldest tokens
-# first) to the largest of these lengths it reaches, and items are grouped by that length. Measured by the
-# benchmark helper: left-padding instead ruins accuracy (<|startofprev|> padding 91% WER, spaces 33%). The cut
-# depends on the item alone, never on its batch-mates, so a result is the same however the batch was formed;
-# sessions past their first few utterances all carry 128+ tokens and share one group.
-PROMPT_BUCKETS = (0, 8, 16, 32, 64, 128, 223)
+# the previous-text tokens of one call must have one length. Each item's rolling text is cut (oldest tokens
+# first) to the largest of these lengths it reaches, and items are grouped by their whole prompt length. Measured
+# by the benchmark helper: left-padding instead ruins accuracy (<|startofprev|> padding 91% WER, spaces 33%).
+# The cut depends on the item alone, never on its batch-mates, so a result is the same however the batch was
+# formed; sessions past their first few utterances all carry 128+ tokens and share one group. The user's own
+# prompt is never cut (up to Whisper's limit): sessions with one group by its length.
+PROMPT_BUCKETS = (0, 8, 16, 32, 64, 128)
+MAX_PREVIOUS_TOKENS = 223  # Whisper's n_text_ctx // 2 - 1
 
 
 @dataclass
@@ -147,17 +149,16 @@ class WhisperBackend:
         return self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
 
     def _previous_tokens(self, job: DecodeJob) -> list[int]:
-        """The user's initial prompt then the rolling text, cut to a ``PROMPT_BUCKETS`` length: the rolling
-        text loses its oldest tokens first, the initial prompt its last ones only when it alone is too long.
+        """The user's initial prompt, whole, then the newest rolling text cut to a ``PROMPT_BUCKETS`` length.
         (Every language shares one BPE vocabulary, so the task/language of the tokenizer does not matter.)"""
         tokenizer = self.tokenizer("transcribe", None if self.is_multilingual else "en")
         options = job.options
         initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        initial = initial[:MAX_PREVIOUS_TOKENS]
         previous = tokenizer.encode(" " + job.prompt_text.strip()) if job.prompt_text.strip() else []
-        length = max(b for b in PROMPT_BUCKETS if b <= len(initial) + len(previous))
-        if len(initial) >= length:
-            return initial[:length]
-        return initial + previous[len(previous) - (length - len(initial)) :]
+        room = min(len(previous), MAX_PREVIOUS_TOKENS - len(initial))
+        length = max(b for b in PROMPT_BUCKETS if b <= room)
+        return initial + previous[len(previous) - length :]
 
     @staticmethod
     def _prompt(tokenizer: Tokenizer, previous: list[int]) -> list[int]:

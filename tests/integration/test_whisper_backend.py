@@ -57,10 +57,13 @@ def test_prompt_lengths_fall_on_buckets_and_keep_the_newest_text(backend):
         prompt_text="one two three four five six seven eight nine ten eleven twelve thirteen",
     )
     previous = backend._previous_tokens(job)
-    assert len(previous) in PROMPT_BUCKETS
     tokenizer = backend.tokenizer("transcribe", "en")
-    text = tokenizer.decode(previous)
-    assert text.startswith(" Grafana") and text.endswith("thirteen")
+    initial = tokenizer.encode(" Grafana")
+    assert previous[: len(initial)] == initial  # the user's prompt is never cut
+    assert len(previous) - len(initial) in PROMPT_BUCKETS
+    assert tokenizer.decode(previous[len(initial) :]).endswith("thirteen")
+    short = DecodeJob("s", JobKind.FINAL, np.zeros(16000, np.float32), DecodeOptions(initial_prompt="names"))
+    assert tokenizer.decode(backend._previous_tokens(short)) == " names"
 
 
 def test_word_timestamps_and_silence(backend, clips):
