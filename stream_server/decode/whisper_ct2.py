@@ -98,6 +98,7 @@ class WhisperBackend:
         window: WindowPolicy | None = None,
     ) -> None:
         threads = cpu_threads or os.cpu_count() or 1
+        ctranslate2.set_random_seed(0)  # fallback sampling repeats run to run (same inputs, same text)
         self._fw = WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=threads)
         self.model: ctranslate2.models.Whisper = self._fw.model
         self.model_id = model_id
@@ -192,10 +193,8 @@ class WhisperBackend:
                 silent = result.no_speech_prob > options.no_speech_threshold and (
                     result.avg_logprob < options.log_prob_threshold
                 )
-                bad = (
-                    result.compression_ratio > options.compression_ratio_threshold
-                    or result.avg_logprob < options.log_prob_threshold
-                    or repeated_tail(result.text) > 0
+                bad = result.compression_ratio > options.compression_ratio_threshold or (
+                    result.avg_logprob < options.log_prob_threshold
                 )
                 if bad and not silent:
                     still.append(i)
@@ -320,7 +319,9 @@ def repeated_tail(text: str, min_words: int = 3) -> int:
 
 
 def _drop_repeated_tail(result: DecodeResult) -> DecodeResult:
-    """Keep one copy when every fallback temperature still repeated itself. Tokens are left as decoded."""
+    """Keep one copy of a doubled utterance. Not a fallback trigger: resampling at a higher temperature was
+    tried and traded the repeat for misheard words ("foot while"); the first copy is the greedy text itself.
+    Tokens are left as decoded."""
     size = repeated_tail(result.text)
     if size == 0:
         return result
