@@ -29,10 +29,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .decode.types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Task
+from .decode.types import FALLBACK_TEMPERATURES, SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Task
 
-# faster-whisper's default fallback schedule: temperature 0 first, hotter only when a decode fails its checks.
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # faster-whisper drops the previous-text prompt after a decode that needed a temperature above this.
 PROMPT_RESET_TEMPERATURE = 0.5
 # Whisper's prompt holds at most 223 tokens; ~1.3 tokens per English word leaves room for the user's prompt.

@@ -29,6 +29,10 @@ class JobKind(enum.IntEnum):
     OFFLINE = 2
 
 
+# faster-whisper's (and OpenAI's) temperature fallback schedule: 0 first, hotter only when a decode fails its checks.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to decode one item. Partials use greedy search and no fallback; finals and uploads use

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ctranslate2
 import numpy as np
@@ -207,10 +207,7 @@ class WhisperBackend:
         finished = [self._silence_check(_drop_repeated_tail(r), options) for r in best if r is not None]
         if options.word_timestamps:
             finished = self._add_words(items, finished, window)
-        return [
-            DecodeResult(**{**r.__dict__, "window_s": window / 100})
-            for r in finished  # type: ignore[arg-type]
-        ]
+        return [replace(r, window_s=window / 100) for r in finished]
 
     def _languages(self, jobs: list[DecodeJob], encoder_output: ctranslate2.StorageView) -> list[str | None]:
         if not self.is_multilingual:
@@ -271,7 +268,7 @@ class WhisperBackend:
         letter or digit is no text (seen on digital silence: ". . . . . ." that passed the log-prob test)."""
         silent = result.no_speech_prob > options.no_speech_threshold and result.avg_logprob < options.log_prob_threshold
         if silent or not any(ch.isalnum() for ch in result.text):
-            return DecodeResult(**{**result.__dict__, "text": "", "tokens": ()})
+            return replace(result, text="", tokens=())
         return result
 
     def _add_words(self, items: list[_Item], results: list[DecodeResult], window: int) -> list[DecodeResult]:
@@ -300,7 +297,7 @@ class WhisperBackend:
                     for a in alignment
                     if a["word"].strip()
                 )
-                out[i] = DecodeResult(**{**results[i].__dict__, "words": words})
+                out[i] = replace(results[i], words=words)
         return out
 
 
@@ -325,7 +322,7 @@ def _drop_repeated_tail(result: DecodeResult) -> DecodeResult:
     size = repeated_tail(result.text)
     if size == 0:
         return result
-    return DecodeResult(**{**result.__dict__, "text": " ".join(result.text.split()[:-size])})
+    return replace(result, text=" ".join(result.text.split()[:-size]))
 
 
 def load_backend(settings) -> WhisperBackend:  # settings: config.Settings (no import: keep the flow one-way)

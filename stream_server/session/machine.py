@@ -18,14 +18,22 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from ..audio import Encoding, PcmDecoder, Resampler
-from ..decode.types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Task, Word
+from ..decode.types import (
+    FALLBACK_TEMPERATURES,
+    SAMPLE_RATE,
+    DecodeJob,
+    DecodeOptions,
+    DecodeResult,
+    JobKind,
+    Task,
+    Word,
+)
 from ..errors import InvalidParameter, ProtocolError
 from .agreement import StablePrefix
 from .events import DecodeError, DecodeRequested, Final, Partial, SessionEvent, SpeechStarted
 from .prompt import RollingPrompt
 from .segmenter import SegmenterConfig, SpeechClassifier, UtteranceEnded, UtteranceStarted, VadSegmenter
 
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Whisper on under a second of speech mostly guesses (seen: "That what? That what? ..." for 0.5 s); the first
 # partial waits for this much audio.
 MIN_PARTIAL_AUDIO_S = 1.0
