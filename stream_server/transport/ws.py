@@ -83,6 +83,7 @@ class StreamConnection:
         self.started = self.last_activity = time.monotonic()
         self._closing_since: float | None = None
         self._all_sent = asyncio.Event()
+        self._told_audio_ignored = False
         self._aborted = asyncio.Event()
         self._sending = False
         self._pending: set[asyncio.Future[DecodeResult]] = set()
@@ -120,7 +121,7 @@ class StreamConnection:
         self._check_done()
 
     def send(self, message: dict[str, Any]) -> None:
-        if self._aborted.is_set():
+        if self._aborted.is_set() or self._all_sent.is_set():  # nothing follows session.closed
             return
         self.outbox.put(message)
         if message["type"] == "error" and self.hooks is not None:
@@ -297,7 +298,10 @@ class StreamConnection:
             raise MessageTooLarge(
                 f"a message of {len(data)} bytes exceeds the limit of {self.limits.max_message_bytes}; it was dropped"
             )
-        if self._closing_since is not None:
+        if self._closing_since is not None:  # said once; a live source keeps sending until it hears the close
+            if self._told_audio_ignored:
+                return
+            self._told_audio_ignored = True
             raise ProtocolError(f"audio after the session began closing ({self.close_reason}) is ignored")
         before = self.session.audio_seconds
         self.emit(self.session.receive_audio(data))

@@ -124,6 +124,6 @@ def test_a_client_that_never_reads_cannot_hold_shutdown_past_the_grace_period(tm
         server.stop(signal.SIGKILL)
         stuck.abort()
     assert code == 1001 and [e["type"] for e in log if e["type"] == "final"] == ["final"]
-    assert log[-1]["reason"] == "server_shutdown"
+    assert log[-1].get("reason") == "server_shutdown", log[-3:]
     assert exit_s <= 3 + 6, exit_s  # the grace, plus the decode batch running at its end and start-up slack
     print(f"exited {exit_s:.2f} s after SIGTERM with a stuck client")

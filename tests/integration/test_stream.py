@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import urllib.request
@@ -226,6 +227,37 @@ def test_bad_messages_get_errors_and_the_session_goes_on(live_server):
     errors = [e for e in events if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["protocol_error"] * 3
     assert "malformed JSON" in errors[0]["message"] and "dance" in errors[1]["message"]
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 1 and wer(SECOND, finals[0]["text"]) <= 0.2
+    assert events[-1]["type"] == "session.closed"
+
+
+def test_audio_after_close_stream_is_refused_once_and_nothing_follows_session_closed(live_server):
+    """A live source keeps sending until it hears the close: one error says the audio is ignored, the final
+    still comes, and ``session.closed`` is the last event however long the source goes on."""
+
+    async def scenario() -> list[dict]:
+        events = []
+        async with websockets.connect(f"{live_server.ws_url}/v1/listen") as ws:
+            await ws.send(to_pcm16(synthesize(SECOND)))
+            await ws.send(json.dumps({"type": "close_stream"}))
+
+            async def keep_sending() -> None:
+                chunk = to_pcm16(silence(0.1))
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        await ws.send(chunk)
+                        await asyncio.sleep(0.01)
+
+            sender = asyncio.create_task(keep_sending())
+            async for raw in ws:
+                events.append(json.loads(raw))
+            sender.cancel()
+        return events
+
+    events = asyncio.run(scenario())
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 1 and "began closing" in errors[0]["message"], errors
     finals = [e for e in events if e["type"] == "final"]
     assert len(finals) == 1 and wer(SECOND, finals[0]["text"]) <= 0.2
     assert events[-1]["type"] == "session.closed"
