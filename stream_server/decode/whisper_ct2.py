@@ -33,7 +33,8 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
-from .types import DecodeJob, DecodeOptions, DecodeResult, Word
+from .repeats import drop_repeats
+from .types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Word
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ TOKENS_BASE = 10
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 TOKENS_PER_SECOND = 8
+# Early stops (see ``_continue_early_stops``): finals and uploads of at least EARLY_STOP_MIN_AUDIO_S whose text
+# runs under EARLY_STOP_CHARS_PER_S of audio are aligned to it (read speech runs 12-16 characters a second);
+# when more than EARLY_STOP_MIN_REST_S of audio follows the last word, the rest is decoded on its own.
+EARLY_STOP_MIN_AUDIO_S = 4.0
+EARLY_STOP_CHARS_PER_S = 10.0
+EARLY_STOP_MIN_REST_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -168,16 +175,9 @@ class WhisperBackend:
         return head + list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
 
     def _decode_group(self, group: list[tuple[DecodeJob, list[int]]]) -> list[DecodeResult]:
-        jobs = [job for job, _ in group]
-        options = jobs[0].options
-        feats = [self._features(j.audio) for j in jobs]
-        window = max(self.window.frames_for(len(j.audio)) for j in jobs)
-        encoder_output = self._encode(feats, window)
-        languages = self._languages(jobs, encoder_output)
-        items = []
-        for (job, previous), f, lang in zip(group, feats, languages):
-            tok = self.tokenizer(options.task, lang)
-            items.append(_Item(job, f, self._prompt(tok, previous), tok))
+        options = group[0][0].options
+        window = max(self.window.frames_for(len(job.audio)) for job, _ in group)
+        items, encoder_output = self._prepare(group, window)
 
         best: list[DecodeResult | None] = [None] * len(items)
         pending = list(range(len(items)))
@@ -204,10 +204,30 @@ class WhisperBackend:
             if not pending:
                 break
 
-        finished = [self._silence_check(_drop_repeated_tail(r), options) for r in best if r is not None]
+        finished = [self._tidy(item, r, options) for item, r in zip(items, best) if r is not None]
+        finished = self._retry_without_prompt(items, finished)
+        finished = self._continue_early_stops(items, finished, window)
         if options.word_timestamps:
             finished = self._add_words(items, finished, window)
         return [replace(r, window_s=window / 100) for r in finished]
+
+    def _prepare(
+        self, group: list[tuple[DecodeJob, list[int]]], window: int
+    ) -> tuple[list[_Item], ctranslate2.StorageView]:
+        """Features, language and prompt of each job, and the group's encoder output."""
+        jobs = [job for job, _ in group]
+        feats = [self._features(j.audio) for j in jobs]
+        encoder_output = self._encode(feats, window)
+        items = []
+        for (job, previous), f, lang in zip(group, feats, self._languages(jobs, encoder_output)):
+            tok = self.tokenizer(job.options.task, lang)
+            items.append(_Item(job, f, self._prompt(tok, previous), tok))
+        return items, encoder_output
+
+    def items_for(self, jobs: list[DecodeJob]) -> list[_Item]:
+        """What ``decode_batch`` prepares for ``jobs`` (tests drive the steps after generation with it)."""
+        window = max(self.window.frames_for(len(job.audio)) for job in jobs)
+        return self._prepare([(job, self._previous_tokens(job)) for job in jobs], window)[0]
 
     def _languages(self, jobs: list[DecodeJob], encoder_output: ctranslate2.StorageView) -> list[str | None]:
         if not self.is_multilingual:
@@ -271,58 +291,129 @@ class WhisperBackend:
             return replace(result, text="", tokens=())
         return result
 
-    def _add_words(self, items: list[_Item], results: list[DecodeResult], window: int) -> list[DecodeResult]:
-        by_language: dict[str, list[int]] = defaultdict(list)
-        for i, r in enumerate(results):
-            if r.tokens:
-                by_language[r.language].append(i)
+    def _tidy(self, item: _Item, result: DecodeResult, options: DecodeOptions) -> DecodeResult:
+        """One copy of a repetition loop (``repeats.py``; tokens follow the text, so word timestamps do too),
+        then the silence check."""
+        text = drop_repeats(result.text)
+        if text != result.text:
+            result = replace(result, text=text, tokens=tuple(item.tokenizer.encode(" " + text)))
+        return self._silence_check(result, options)
+
+    def _retry_without_prompt(self, items: list[_Item], results: list[DecodeResult]) -> list[DecodeResult]:
+        """A final or upload chunk that decoded to no text, though Whisper did not call it silence, while it
+        carried a rolling prompt, is decoded once more without that prompt (the user's own prompt stays).
+        Seen with beam search on ../shared/audio: a loop of "... ... ..." went into one stream's rolling prompt
+        and its next two finals, 7 and 9 s of clear speech, came back empty."""
+        retries = []
+        for i, (item, r) in enumerate(zip(items, results)):
+            job, options = item.job, item.job.options
+            silent = r.no_speech_prob > options.no_speech_threshold and r.avg_logprob < options.log_prob_threshold
+            if job.kind is not JobKind.PARTIAL and not r.text and job.prompt_text.strip() and not silent:
+                retries.append((i, _derived_job(job, job.audio, "")))
+        if not retries:
+            return results
         out = list(results)
-        for indices in by_language.values():
-            encoder_output = self._encode([items[i].features for i in indices], window)
+        for (i, _), retry in zip(retries, self.decode_batch([job for _, job in retries])):
+            if retry.text:
+                log.debug("empty decode retried without the rolling prompt: %r", retry.text)
+                out[i] = replace(retry, job_id=results[i].job_id)
+        return out
+
+    def _continue_early_stops(self, items: list[_Item], results: list[DecodeResult], window: int) -> list[DecodeResult]:
+        """Decode the audio an early end-of-transcript left out, and append its text.
+
+        Without timestamp tokens Whisper cannot say where its text ended, and it sometimes ends long before
+        the audio does. Seen (tiny.en, a 12.6 s LibriSpeech final): "... would be worth much in nodding him
+        fair." and nothing of the last 4.5 s, "Nay, nay, lording, answered Warrenton with a half-laugh", which
+        faster-whisper's 30 s timestamped windows catch by seeking to the last timestamp. Here a final or
+        upload chunk whose text is short for its audio is aligned to the audio (cross-attention DTW, as for
+        word timestamps); when the last word ends well before the audio, the rest is decoded as its own job
+        (the text so far as its prompt) and joined on unless it looks like silence or a bad decode. Partials
+        are left alone: the next partial or the final comes soon."""
+        suspects = [
+            i
+            for i, (item, r) in enumerate(zip(items, results))
+            if item.job.kind is not JobKind.PARTIAL
+            and r.tokens
+            and item.job.duration_s >= EARLY_STOP_MIN_AUDIO_S
+            and len(r.text) < EARLY_STOP_CHARS_PER_S * item.job.duration_s
+        ]
+        if not suspects:
+            return results
+        rests: list[tuple[int, DecodeJob]] = []
+        for i, alignment in self._align(items, results, suspects, window).items():
+            job = items[i].job
+            # punctuation is aligned on its own and soaks up the silence after it: the last word decides
+            last_end = max((float(a["end"]) for a in alignment if any(c.isalnum() for c in a["word"])), default=0.0)
+            # at least 1 s must be covered, so every continuation is shorter than the job it continues
+            if last_end < 1.0 or job.duration_s - last_end < EARLY_STOP_MIN_REST_S:
+                continue
+            rest = _derived_job(job, job.audio[int(last_end * SAMPLE_RATE) :], f"{job.prompt_text} {results[i].text}")
+            rests.append((i, rest))
+        if not rests:
+            return results
+        out = list(results)
+        options = items[0].job.options
+        for (i, _), rest in zip(rests, self.decode_batch([job for _, job in rests])):
+            if not rest.text or rest.avg_logprob < options.log_prob_threshold:
+                continue
+            text = _join_continuation(results[i].text, rest.text)
+            log.debug("early stop continued: %r + %r", results[i].text, rest.text)
+            out[i] = replace(results[i], text=text, tokens=tuple(items[i].tokenizer.encode(" " + text)))
+        return out
+
+    def _align(
+        self, items: list[_Item], results: list[DecodeResult], indices: list[int], window: int
+    ) -> dict[int, list[dict]]:
+        """faster-whisper's word alignment of ``results[i].tokens`` to item ``i``'s audio, for ``indices``."""
+        by_language: dict[str, list[int]] = defaultdict(list)
+        for i in indices:
+            by_language[results[i].language].append(i)
+        aligned: dict[int, list[dict]] = {}
+        for group in by_language.values():
+            encoder_output = self._encode([items[i].features for i in group], window)
             alignments = self._fw.find_alignment(
-                items[indices[0]].tokenizer,
-                [list(results[i].tokens) for i in indices],
+                items[group[0]].tokenizer,
+                [list(results[i].tokens) for i in group],
                 encoder_output,
-                [min(items[i].features.shape[1], window) for i in indices],
+                [min(items[i].features.shape[1], window) for i in group],
             )
-            for i, alignment in zip(indices, alignments):
-                merge_punctuations(alignment, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
-                words = tuple(
-                    Word(
-                        a["word"],
-                        round(float(a["start"]), 3),
-                        round(float(a["end"]), 3),
-                        round(float(a["probability"]), 4),
-                    )
-                    for a in alignment
-                    if a["word"].strip()
+            aligned.update(zip(group, alignments))
+        return aligned
+
+    def _add_words(self, items: list[_Item], results: list[DecodeResult], window: int) -> list[DecodeResult]:
+        out = list(results)
+        with_text = [i for i, r in enumerate(results) if r.tokens]
+        for i, alignment in self._align(items, results, with_text, window).items():
+            merge_punctuations(alignment, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
+            words = tuple(
+                Word(
+                    a["word"], round(float(a["start"]), 3), round(float(a["end"]), 3), round(float(a["probability"]), 4)
                 )
-                out[i] = replace(results[i], words=words)
+                for a in alignment
+                if a["word"].strip()
+            )
+            out[i] = replace(results[i], words=words)
         return out
 
 
-def repeated_tail(text: str, min_words: int = 3) -> int:
-    """Words at the end of ``text`` that repeat the words just before them (0: none).
-
-    Whisper sometimes says a short utterance twice ("The children are playing football in the park. The
-    children are playing football in the park", seen on a 2.8 s clip with a 4 s window): a loop too short for
-    the compression-ratio test. Counted only when the repeated block is at least ``min_words`` long and the
-    two copies make up most of the text, so real repetitions ("no, no, no") are left alone."""
-    words = ["".join(ch for ch in w.lower() if ch.isalnum()) for w in text.split()]
-    for size in range(len(words) // 2, min_words - 1, -1):
-        if words[-size:] == words[-2 * size : -size] and 2 * size >= 0.8 * len(words):
-            return size
-    return 0
+def _derived_job(job: DecodeJob, audio: np.ndarray, prompt_text: str) -> DecodeJob:
+    """A second decode on behalf of ``job`` (its kind, owner and options; words are aligned afterwards)."""
+    return DecodeJob(
+        owner=job.owner,
+        kind=job.kind,
+        audio=audio,
+        options=replace(job.options, word_timestamps=False),
+        prompt_text=prompt_text,
+    )
 
 
-def _drop_repeated_tail(result: DecodeResult) -> DecodeResult:
-    """Keep one copy of a doubled utterance. Not a fallback trigger: resampling at a higher temperature was
-    tried and traded the repeat for misheard words ("foot while"); the first copy is the greedy text itself.
-    Tokens are left as decoded."""
-    size = repeated_tail(result.text)
-    if size == 0:
-        return result
-    return replace(result, text=" ".join(result.text.split()[:-size]))
+def _join_continuation(text: str, rest: str) -> str:
+    """``text`` then ``rest``, without a word said at the cut twice ("fair. Fair. Nay, nay")."""
+    head, tail = text.split(), rest.split()
+    if head and tail and head[-1].strip(".,!?;:").lower() == tail[0].strip(".,!?;:").lower():
+        tail = tail[1:]
+    return " ".join(head + tail)
 
 
 def load_backend(settings) -> WhisperBackend:  # settings: config.Settings (no import: keep the flow one-way)

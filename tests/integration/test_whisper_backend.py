@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -75,11 +77,38 @@ def test_word_timestamps_and_silence(backend, clips):
     assert quiet.text == ""
 
 
-def test_a_repeated_utterance_is_detected():
-    from stream_server.decode.whisper_ct2 import repeated_tail
+def test_an_early_end_of_transcript_is_continued(backend):
+    """Whisper's early stop, made to order: the result of a two-sentence final cut after its first sentence.
+    The alignment finds the uncovered audio, which is decoded and joined on."""
+    first, second = SENTENCES[2], SENTENCES[3]
+    audio = np.concatenate([synthesize(first), silence(0.4), synthesize(second), silence(0.3)])
+    job = DecodeJob("s", JobKind.FINAL, audio, DecodeOptions(temperatures=(0.0, 0.2)))
+    (whole,) = backend.decode_batch([job])
+    assert wer(f"{first} {second}", whole.text) <= 0.15, whole.text
 
-    doubled = "The children are playing football in the park. The children are playing football in the park"
-    assert repeated_tail(doubled) == 8
-    assert repeated_tail("no, no, no, I said no") == 0
-    assert repeated_tail("We will go. We will go to the beach and swim in the sea all day") == 0
-    assert repeated_tail("thank you thank you") == 0  # two words: too short to call a loop
+    (item,) = backend.items_for([job])
+    window = backend.window.frames_for(len(audio))
+    cut = whole.text.index(".") + 1
+    stopped = replace(whole, text=whole.text[:cut], tokens=tuple(item.tokenizer.encode(" " + whole.text[:cut])))
+    (continued,) = backend._continue_early_stops([item], [stopped], window)
+    assert continued.text.startswith(stopped.text)
+    assert wer(f"{first} {second}", continued.text) <= 0.15, continued.text
+    assert item.tokenizer.decode(list(continued.tokens)).strip() == continued.text
+
+    # a whole text is left alone, and so are partials, however short their text
+    assert backend._continue_early_stops([item], [whole], window) == [whole]
+    partial = replace(item, job=replace(job, kind=JobKind.PARTIAL))
+    assert backend._continue_early_stops([partial], [stopped], window) == [stopped]
+
+
+def test_a_repetition_loop_keeps_one_copy_in_text_and_tokens(backend, clips):
+    """A loop the model really produced is not easy to order up; the tidy step runs on a real decode result
+    with a loop appended, as Whisper writes them ("as was frequently the case" three times)."""
+    job = DecodeJob("s", JobKind.FINAL, clips[1], DecodeOptions(word_timestamps=True))
+    (result,) = backend.decode_batch([job])
+    (item,) = backend.items_for([job])
+    looped = result.text + " as was frequently the case" * 3
+    looped_result = replace(result, text=looped, tokens=tuple(item.tokenizer.encode(" " + looped)))
+    tidy = backend._tidy(item, looped_result, job.options)
+    assert tidy.text == result.text + " as was frequently the case"
+    assert item.tokenizer.decode(list(tidy.tokens)).strip() == tidy.text

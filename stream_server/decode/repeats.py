@@ -1,0 +1,82 @@
+"""Whisper's short repetition loops, cut to one copy. Pure text functions: no model, no tokenizer.
+
+Greedy Whisper sometimes repeats itself on short or unclear audio, and a short loop passes the
+compression-ratio test that catches long ones. Seen on ../shared/audio (tiny.en, streamed utterances):
+"as was frequently the case as was frequently the case as was frequently the case" for a 1.8 s fragment,
+"14 years 14 years ..." eight times, "quote quote ... quote" nine times, and a 2.8 s clip said twice over.
+Resampling at a higher temperature was tried for these and traded the repeat for misheard words ("foot
+while"); the first copy is the greedy text itself, so it is kept and the copies are dropped.
+
+Real speech repeats too ("no, no, no", "thank you, thank you"): a block of one word counts as a loop from
+``MIN_COPIES_ONE_WORD`` copies, a longer block from ``MIN_COPIES`` copies, and two copies only when the
+utterance is one block said twice (``repeated_tail``).
+"""
+
+from __future__ import annotations
+
+MIN_COPIES = 3  # a block of two or more words said three times in a row
+MIN_COPIES_ONE_WORD = 5  # "no, no, no, no" is speech; "quote quote quote quote quote" is a loop
+MAX_BLOCK_WORDS = 16
+
+
+def _key(word: str) -> str:
+    return "".join(ch for ch in word.lower() if ch.isalnum())
+
+
+def _loop_at(keys: list[str], i: int) -> tuple[int, int] | None:
+    """(block size, copies) of the shortest block starting at ``i`` that repeats into a loop."""
+    for size in range(1, min(MAX_BLOCK_WORDS, (len(keys) - i) // 2) + 1):
+        block = keys[i : i + size]
+        if not all(block):
+            continue
+        copies = 1
+        while keys[i + copies * size : i + (copies + 1) * size] == block:
+            copies += 1
+        if copies >= (MIN_COPIES_ONE_WORD if size == 1 else MIN_COPIES):
+            return size, copies
+    return None
+
+
+def collapse_loops(text: str) -> str:
+    """``text`` with every run of repeated blocks (as defined above) cut to its first copy, and runs of
+    ``MIN_COPIES`` or more marks with no word in them ("... ... ... ...", seen with beam search) dropped."""
+    words = text.split()
+    keys = [_key(w) for w in words]
+    kept: list[str] = []
+    i = 0
+    while i < len(words):
+        marks = 0
+        while i + marks < len(words) and not keys[i + marks]:
+            marks += 1
+        if marks >= MIN_COPIES:
+            i += marks
+            continue
+        loop = _loop_at(keys, i)
+        if loop is None:
+            kept.append(words[i])
+            i += 1
+            continue
+        size, copies = loop
+        kept.extend(words[i : i + size])
+        i += size * copies
+    return " ".join(kept) if len(kept) < len(words) else text
+
+
+def repeated_tail(text: str, min_words: int = 3) -> int:
+    """Words at the end of ``text`` that repeat the words just before them (0: none).
+
+    "The children are playing football in the park. The children are playing football in the park" (a 2.8 s
+    clip, 4 s window). Counted only when the repeated block is at least ``min_words`` long and the two copies
+    make up most of the text."""
+    words = [_key(w) for w in text.split()]
+    for size in range(len(words) // 2, min_words - 1, -1):
+        if words[-size:] == words[-2 * size : -size] and 2 * size >= 0.8 * len(words):
+            return size
+    return 0
+
+
+def drop_repeats(text: str) -> str:
+    """One copy of every loop, then one copy of an utterance said twice."""
+    text = collapse_loops(text)
+    size = repeated_tail(text)
+    return " ".join(text.split()[:-size]) if size else text
