@@ -15,6 +15,9 @@ Rules, in order:
    (plus window margin) of the partials and uploads added after the finals, so a batch of many long partials
    cannot hold the next final back; the partials left out are superseded by fresher ones meanwhile, which is
    how partial cadence degrades gracefully under load. Finals are never held back by the cap.
+6. A batch with finals takes only partials no longer than its longest final: items share one encoder window
+   (the longest item's), so a long partial riding along would make the finals' encode and generate longer.
+   Measured at 4 streams on 2 cores: a 2.4 s final batched with a 12.6 s partial took 0.54 s, alone 0.14 s.
 """
 
 from __future__ import annotations
@@ -84,8 +87,15 @@ class BatchScheduler:
         budget = _Budget(self.max_batch_audio_s, batch)
         offline_quota = min(self.offline_slots, size - len(batch), len(self._offline))
         room_for_partials = size - len(batch) - offline_quota
-        while self._partials and room_for_partials > 0 and budget.admits(next(iter(self._partials.values()))):
-            batch.append(self._partials.popitem(last=False)[1])
+        longest_final_s = max((j.duration_s for j in batch), default=float("inf"))
+        for key, job in list(self._partials.items()):
+            if room_for_partials <= 0:
+                break
+            if job.duration_s > longest_final_s:
+                continue  # waits for the next batch, keeping its place in line
+            if not budget.admits(job):
+                break
+            batch.append(self._partials.pop(key))
             room_for_partials -= 1
         while self._offline and len(batch) < size and budget.admits(self._offline[0]):
             batch.append(self._offline.popleft())

@@ -15,6 +15,8 @@ class DecodeRequested:
     channel: int
     utterance_id: int
     is_final: bool
+    # a final decoded ahead of the end (see ``machine.py``): it becomes the final if the pause ends the utterance
+    speculative: bool = False
 
 
 @dataclass(frozen=True)

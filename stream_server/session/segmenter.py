@@ -108,8 +108,24 @@ class VadSegmenter:
         return self._buf_start + self._buf_len
 
     @property
+    def trailing_silence_ms(self) -> int:
+        """Unvoiced time since the open utterance's last voiced frame (0 while speech goes on)."""
+        return self._silent_frames * FRAME_MS if self._utt_start is not None else 0
+
+    @property
     def utterance_start(self) -> int | None:
         return self._utt_start
+
+    def pending_end(self) -> tuple[int, int] | None:
+        """``(start_sample, end_sample)`` of the audio the open utterance will hand over if the pause under way
+        ends it, known once ``tail_ms`` of silence followed its last voiced frame; else None."""
+        if self._utt_start is None or self._silent_frames * FRAME_SAMPLES < self._tail:
+            return None
+        return self._utt_start, self._last_voiced_end + self._tail
+
+    def audio(self, start: int, end: int) -> np.ndarray:
+        """A copy of stream samples ``[start, end)`` of the open utterance."""
+        return self._slice(start, end)
 
     def utterance_audio(self) -> np.ndarray:
         """A copy of the open utterance so far (empty when none is open)."""

@@ -114,3 +114,20 @@ def test_audio_budget_caps_partials_but_never_finals():
     assert batch == partials[:4][: len(batch)] and len(batch) == 4  # 4 x 5 s = 20 s fits exactly
     s.add(long_job("huge", JobKind.PARTIAL, 40.0))
     assert len(s.next_batch()) == 1  # an item over the cap alone still runs
+
+
+def test_a_batch_with_finals_takes_no_partial_longer_than_its_longest_final():
+    def timed(owner: str, kind: JobKind, seconds: float) -> DecodeJob:
+        audio = np.zeros(int(seconds * 16000), dtype=np.float32)
+        return DecodeJob(owner=owner, kind=kind, audio=audio, options=DecodeOptions(), stream_key=(owner, 0, 0))
+
+    s = BatchScheduler(max_batch_size=8)
+    long_partial, final, short_partial = (
+        timed("a", JobKind.PARTIAL, 12.0),
+        timed("b", JobKind.FINAL, 3.0),
+        timed("c", JobKind.PARTIAL, 2.5),
+    )
+    for j in (long_partial, final, short_partial):
+        s.add(j)
+    assert s.next_batch() == [final, short_partial]
+    assert s.next_batch() == [long_partial]  # kept its place; a batch without finals takes any length

@@ -51,7 +51,13 @@ def make(**config) -> StreamingSession:
 
 
 def requests(events, final: bool | None = None) -> list[DecodeRequested]:
-    return [e for e in events if isinstance(e, DecodeRequested) and (final is None or e.is_final == final)]
+    """Decode requests; ``final=True``: final decodes, speculative ones included (audio fed in one piece ends
+    its utterances before any pause is long enough to speculate on)."""
+    return [
+        e
+        for e in events
+        if isinstance(e, DecodeRequested) and (final is None or (e.is_final or e.speculative) == final)
+    ]
 
 
 def test_two_utterances_are_cut_and_finalized_in_order():
@@ -242,3 +248,58 @@ def test_backlog_counts_audio_awaiting_finals():
 def test_invalid_configs_are_refused(config):
     with pytest.raises(InvalidParameter):
         StreamConfig(**config).validate()
+
+
+def feed(session: StreamingSession, audio: np.ndarray, chunk_s: float = 0.05) -> list:
+    """Stream ``audio`` in real-time-sized chunks, as a live client does."""
+    step = int(chunk_s * RATE)
+    return [e for i in range(0, len(audio), step) for e in session.receive_audio(pcm(audio[i : i + step]))]
+
+
+def test_a_final_is_decoded_during_the_pause_that_ends_its_utterance():
+    session = make(interim_results=False)
+    events = feed(session, np.concatenate([tone(1.0), quiet(0.4)]))
+    (spec,) = requests(events)
+    assert spec.speculative and not spec.is_final and spec.job.kind is JobKind.FINAL
+    assert 1.0 + 0.3 <= spec.job.duration_s <= 1.0 + 0.3 + 0.06  # speech plus the tail: the final's audio
+    assert session.receive_decode_result(spec.job, result_for(spec.job, "one")) == []  # not over yet
+    events = feed(session, quiet(0.3))
+    assert requests(events) == []  # no second decode: the speculative one is the final
+    (final,) = [e for e in events if isinstance(e, Final)]
+    assert final.text == "one" and final.end == pytest.approx(1.0, abs=0.06)
+    assert session.pending_finals == 0
+
+
+def test_a_speculative_final_still_running_at_the_end_is_delivered_when_back():
+    session = make(interim_results=False)
+    (spec,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.7)])))
+    assert session.pending_finals == 1
+    (final,) = session.receive_decode_result(spec.job, result_for(spec.job, "one"))
+    assert isinstance(final, Final) and final.text == "one"
+
+
+def test_speech_after_the_pause_makes_the_speculation_moot():
+    session = make(interim_results=False)
+    (first,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.4)])))
+    (second,) = requests(feed(session, np.concatenate([tone(0.8), quiet(0.4)])))
+    assert second.speculative and second.job.duration_s > first.job.duration_s + 1.0  # the whole utterance
+    assert session.receive_decode_result(first.job, result_for(first.job, "half")) == []  # ignored
+    events = feed(session, quiet(0.3))
+    assert requests(events) == [] and not [e for e in events if isinstance(e, Final)]
+    (final,) = session.receive_decode_result(second.job, result_for(second.job, "whole"))
+    assert final.text == "whole"
+
+
+def test_a_speculation_with_an_outdated_prompt_is_not_used():
+    """The final of the previous utterance lands between the speculation and the end: the rolling prompt
+    changed, so the final is decoded again with it (a speculative final is never a different decode)."""
+    session = make(interim_results=False)
+    (zero,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.7)])))
+    (spec,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.4)])))
+    assert spec.job.prompt_text == ""
+    session.receive_decode_result(zero.job, result_for(zero.job, "Hello there."))
+    (again,) = requests(feed(session, quiet(0.3)))
+    assert again.is_final and again.job.prompt_text == "Hello there."
+    assert session.receive_decode_result(spec.job, result_for(spec.job, "stale")) == []
+    (final,) = session.receive_decode_result(again.job, result_for(again.job, "fresh"))
+    assert final.text == "fresh"
