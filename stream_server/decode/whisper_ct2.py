@@ -6,9 +6,14 @@ because ``BatchedInferencePipeline`` gives every item of a batch the same prompt
 while streaming needs a prompt per session and fallback per item.
 
 One ``decode_batch`` call: jobs are grouped by how they generate (beam size, temperatures, word
-timestamps); per group, log-mel features are computed per item, padded to a shared *trimmed* window, encoded
-once and generated once with a prompt per item. Items failing Whisper's quality checks (compression ratio,
-average log-probability) are decoded again at the next temperature, only those items, as one sub-batch.
+timestamps), by prompt length and by encoder window; per group, log-mel features are computed per item, padded
+to the group's *trimmed* window, encoded once and generated once with a prompt per item. An item's window
+depends on its own audio only, never on its batch-mates: the text of a final must not depend on how busy the
+server is. (Seen before windows were grouped: a 1.9 s fragment decoded alone in a 4 s window gave "by Arthur
+Griffiths", batched with a longer final in a 6 s window "by"; short unclear fragments swing with the window.)
+
+Items failing Whisper's quality checks (compression ratio, average log-probability) are decoded again at the
+next temperature, only those items, as one sub-batch.
 
 Trimmed windows. CTranslate2 accepts mel windows shorter than Whisper's 3000 frames (30 s) and refuses longer
 ones, so the encoder can see just the utterance. Measured here (tiny.en int8, 2 cores, ctranslate2 4.8.5) on the
@@ -105,7 +110,9 @@ class WhisperBackend:
         window: WindowPolicy | None = None,
     ) -> None:
         threads = cpu_threads or os.cpu_count() or 1
-        ctranslate2.set_random_seed(0)  # fallback sampling repeats run to run (same inputs, same text)
+        # Sampled fallback text is not reproducible call to call: CTranslate2 seeds each worker thread's
+        # generator once, from this seed, so what a fallback samples depends on what was sampled before.
+        ctranslate2.set_random_seed(0)
         self._fw = WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=threads)
         self.model: ctranslate2.models.Whisper = self._fw.model
         self.model_id = model_id
@@ -136,7 +143,8 @@ class WhisperBackend:
         for job in jobs:
             o = job.options
             previous = self._previous_tokens(job)
-            key = (o.beam_size, o.temperatures, o.word_timestamps, o.task, o.language, len(previous))
+            window = self.window.frames_for(len(job.audio))
+            key = (o.beam_size, o.temperatures, o.word_timestamps, o.task, o.language, len(previous), window)
             groups[key].append((job, previous))
         for group in groups.values():
             for (job, _), result in zip(group, self._decode_group(group)):

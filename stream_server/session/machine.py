@@ -20,6 +20,7 @@ Session states: ``OPEN -> CLOSING (close_stream) -> CLOSED``; audio after ``clos
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from ..audio import Encoding, PcmDecoder, Resampler
@@ -138,6 +139,11 @@ class _Channel:
         self.utterances: dict[int, _Utterance] = {}  # not yet finalized (open or awaiting the final)
         self.ready_finals: dict[int, Final] = {}  # decoded, waiting for earlier ones
         self.next_final_to_send = 0
+        # One final decode at a time per channel, in order: each is decoded with the text of every earlier one
+        # in its prompt, so a transcript never depends on how busy the server was (seen at 8+ streams on 2
+        # cores: a final decoded before the previous one was back lacked its context and came out worse).
+        self.final_in_flight: int | None = None
+        self.deferred: deque[tuple[_Utterance, UtteranceEnded]] = deque()
         partial_opts = DecodeOptions(
             task=config.task,
             language=config.language,
@@ -189,11 +195,22 @@ class _Channel:
         self.open = None
         return self._request_final(ended, event)
 
+    @property
+    def deferred_audio_s(self) -> float:
+        return sum(len(event.audio) for _, event in self.deferred) / SAMPLE_RATE
+
     def _request_final(self, utt: _Utterance, event: UtteranceEnded) -> list[SessionEvent]:
         utt.final_requested = True
         utt.end_sample = event.speech_end_sample
+        if self.final_in_flight is not None or self.deferred:
+            self.deferred.append((utt, event))  # asked for once the finals before it are in
+            return []
+        return self._start_final(utt, event)
+
+    def _start_final(self, utt: _Utterance, event: UtteranceEnded) -> list[SessionEvent]:
         prompt = self.prompt.text(event.start_sample / SAMPLE_RATE)
         spec = utt.speculation
+        self.final_in_flight = utt.utterance_id
         if spec is not None and (spec.start_sample, spec.end_sample, spec.prompt_text) == (
             event.start_sample,
             event.end_sample,
@@ -217,8 +234,8 @@ class _Channel:
 
     def _maybe_speculate(self) -> list[SessionEvent]:
         utt, span = self.open, self.segmenter.pending_end()
-        if utt is None or span is None:
-            return []
+        if utt is None or span is None or self.final_in_flight is not None or self.deferred:
+            return []  # (while an earlier final is out, the prompt is not complete yet)
         start, end = span
         if utt.speculation is not None and utt.speculation.end_sample == end:
             return []  # this pause already has its speculative final
@@ -233,7 +250,7 @@ class _Channel:
         utt = self.utterances.get(utterance_id)
         if utt is None or utt.speculation is None or utt.speculation.job_id != job_id:
             return []
-        if utt.final_requested:
+        if self.final_in_flight == utterance_id:  # adopted as the final
             return self.on_final(utterance_id, result, error)
         if result is None:
             utt.speculation = None  # the end, if it comes, asks for its own final
@@ -296,6 +313,10 @@ class _Channel:
         while self.next_final_to_send in self.ready_finals:
             events.append(self.ready_finals.pop(self.next_final_to_send))
             self.next_final_to_send += 1
+        if self.final_in_flight == utterance_id:
+            self.final_in_flight = None
+            if self.deferred:
+                events.extend(self._start_final(*self.deferred.popleft()))
         return events
 
 
@@ -326,7 +347,7 @@ class StreamingSession:
     @property
     def backlog_seconds(self) -> float:
         """Audio of ended utterances still waiting for their finals: what backpressure bounds."""
-        return sum(self._final_audio_s.values())
+        return sum(self._final_audio_s.values()) + sum(c.deferred_audio_s for c in self._channels)
 
     @property
     def done(self) -> bool:
@@ -359,10 +380,10 @@ class StreamingSession:
         self.state = SessionState.CLOSED
 
     def receive_decode_result(self, job: DecodeJob, result: DecodeResult) -> list[SessionEvent]:
-        return self._on_outcome(job, result, None)
+        return self._track(self._on_outcome(job, result, None))
 
     def receive_decode_failure(self, job: DecodeJob, message: str) -> list[SessionEvent]:
-        return self._on_outcome(job, None, message)
+        return self._track(self._on_outcome(job, None, message))
 
     def _on_outcome(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
         if job.job_id in self._final_jobs:

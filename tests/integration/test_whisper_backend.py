@@ -50,6 +50,19 @@ def test_a_batch_with_different_prompts_equals_one_at_a_time(backend, clips):
         assert 0.0 <= result.no_speech_prob <= 1.0
 
 
+def test_a_result_does_not_depend_on_the_length_of_its_batch_mates(backend, clips):
+    """Each item is encoded in its own window (audio plus margin), not the longest one of the batch."""
+    short = clips[1][: int(1.6 * 16000)]
+    long = np.concatenate([clips[0], silence(0.5), clips[2], silence(0.5), clips[3]])
+    options = DecodeOptions(temperatures=(0.0, 0.2))
+    jobs = [DecodeJob("a", JobKind.FINAL, short, options), DecodeJob("b", JobKind.FINAL, long, options)]
+    batched = backend.decode_batch(jobs)
+    single = [backend.decode_batch([DecodeJob(j.owner, j.kind, j.audio, options)])[0] for j in jobs]
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert [r.window_s for r in batched] == [r.window_s for r in single]
+    assert batched[0].window_s < batched[1].window_s
+
+
 def test_prompt_lengths_fall_on_buckets_and_keep_the_newest_text(backend):
     job = DecodeJob(
         "s",

@@ -60,25 +60,40 @@ def requests(events, final: bool | None = None) -> list[DecodeRequested]:
     ]
 
 
+def resolve_in_turn(session: StreamingSession, events) -> tuple[list[DecodeRequested], list[Final]]:
+    """Answer final decodes as the session asks for them (one at a time per channel: the next is asked for once
+    the one before it is in); returns the requests and the finals, in order."""
+    asked, finals = [], [e for e in events if isinstance(e, Final)]
+    pending = requests(events, final=True)
+    while pending:
+        req = pending.pop(0)
+        asked.append(req)
+        out = session.receive_decode_result(req.job, result_for(req.job, f"text {req.utterance_id}"))
+        pending += requests(out, final=True)
+        finals += [e for e in out if isinstance(e, Final)]
+    return asked, finals
+
+
 def test_two_utterances_are_cut_and_finalized_in_order():
     session = make(interim_results=False)
     events = session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(1.0), tone(1.2), quiet(1.0)])))
     starts = [e for e in events if isinstance(e, SpeechStarted)]
-    finals = requests(events, final=True)
     assert [s.utterance_id for s in starts] == [0, 1]
-    assert [f.utterance_id for f in finals] == [0, 1]
     assert starts[0].start == pytest.approx(0.0, abs=0.06)
     assert starts[1].start == pytest.approx(2.0, abs=0.2)
-    assert all(f.job.kind is JobKind.FINAL for f in finals)
+    (first,) = requests(events, final=True)  # the second final waits for the first: its prompt needs that text
+    assert first.utterance_id == 0 and first.job.kind is JobKind.FINAL
     # the decoded audio covers the speech with a pre-roll and a short silent tail
-    assert 1.0 <= finals[0].job.duration_s <= 1.0 + 0.3 + 0.3 + 0.06
+    assert 1.0 <= first.job.duration_s <= 1.0 + 0.3 + 0.3 + 0.06
 
-    # the second final resolves first: nothing is sent until the first is in
-    assert session.receive_decode_result(finals[1].job, result_for(finals[1].job, "two")) == []
-    out = session.receive_decode_result(finals[0].job, result_for(finals[0].job, "one"))
-    assert [(e.utterance_id, e.text) for e in out if isinstance(e, Final)] == [(0, "one"), (1, "two")]
-    first = out[0]
-    assert first.start == pytest.approx(0.0, abs=0.06) and first.end == pytest.approx(1.0, abs=0.06)
+    out = session.receive_decode_result(first.job, result_for(first.job, "one"))
+    (final_one,) = [e for e in out if isinstance(e, Final)]
+    assert (final_one.utterance_id, final_one.text) == (0, "one")
+    assert final_one.start == pytest.approx(0.0, abs=0.06) and final_one.end == pytest.approx(1.0, abs=0.06)
+    (second,) = requests(out, final=True)
+    assert second.utterance_id == 1 and second.job.prompt_text == "one"
+    out = session.receive_decode_result(second.job, result_for(second.job, "two"))
+    assert [(e.utterance_id, e.text) for e in out if isinstance(e, Final)] == [(1, "two")]
 
 
 def test_exactly_one_final_per_utterance():
@@ -121,6 +136,7 @@ def test_finalize_flushes_and_the_stream_goes_on():
     session.receive_audio(pcm(tone(1.0)))
     (req,) = requests(session.finalize(), final=True)
     assert req.utterance_id == 0
+    session.receive_decode_result(req.job, result_for(req.job, "zero"))
     events = session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(1.0)])))
     assert [r.utterance_id for r in requests(events, final=True)] == [1]
 
@@ -176,7 +192,7 @@ def test_max_length_cut_at_the_quietest_point():
     audio = np.concatenate([tone(5.4), tone(0.2, amplitude=0.1), tone(2.4), quiet(1.0)])
     session = make(interim_results=False, max_utterance_s=6.0)
     events = session.receive_audio(pcm(audio))
-    finals = requests(events, final=True)
+    finals, _ = resolve_in_turn(session, events)
     assert len(finals) == 2
     assert [e.utterance_id for e in events if isinstance(e, SpeechStarted)] == [0, 1]
     cut = finals[0].job.duration_s
@@ -190,10 +206,11 @@ def test_bytes_that_split_samples_and_frames_decode_the_same():
     data = pcm(audio)
     whole = make(interim_results=False)
     pieces = make(interim_results=False)
-    expected = requests(whole.receive_audio(data), final=True)
-    got = []
+    expected, _ = resolve_in_turn(whole, whole.receive_audio(data))
+    events = []
     for i in range(0, len(data), 333):  # odd sizes: half samples, never frame-aligned
-        got += requests(pieces.receive_audio(data[i : i + 333]), final=True)
+        events += pieces.receive_audio(data[i : i + 333])
+    got, _ = resolve_in_turn(pieces, events)
     assert len(got) == len(expected) == 2
     for a, b in zip(expected, got):
         np.testing.assert_array_equal(a.job.audio, b.job.audio)
@@ -218,20 +235,23 @@ def test_channels_are_split_and_independent():
 def test_a_failed_final_reports_an_error_and_keeps_order():
     session = make(interim_results=False)
     events = session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(1.0), tone(1.0), quiet(1.0)])))
-    first, second = requests(events, final=True)
-    session.receive_decode_result(second.job, result_for(second.job, "two"))
+    (first,) = requests(events, final=True)
     out = session.receive_decode_failure(first.job, "boom")
     assert isinstance(out[0], DecodeError)
-    assert [(f.utterance_id, f.text) for f in out if isinstance(f, Final)] == [(0, ""), (1, "two")]
+    assert [(f.utterance_id, f.text) for f in out if isinstance(f, Final)] == [(0, "")]
+    (second,) = requests(out, final=True)  # the session goes on with the next final
+    out = session.receive_decode_result(second.job, result_for(second.job, "two"))
+    assert [(f.utterance_id, f.text) for f in out if isinstance(f, Final)] == [(1, "two")]
     assert session.backlog_seconds == 0
 
 
 def test_backlog_counts_audio_awaiting_finals():
     session = make(interim_results=False)
     events = session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(1.0), tone(2.0), quiet(1.0)])))
-    first, second = requests(events, final=True)
-    assert session.backlog_seconds == pytest.approx(first.job.duration_s + second.job.duration_s)
-    session.receive_decode_result(first.job, result_for(first.job, "a"))
+    (first,) = requests(events, final=True)
+    waiting = 2.0 + 0.3 + 0.3  # the second utterance, not asked for yet, counts too
+    assert session.backlog_seconds == pytest.approx(first.job.duration_s + waiting, abs=0.07)
+    (second,) = requests(session.receive_decode_result(first.job, result_for(first.job, "a")), final=True)
     assert session.backlog_seconds == pytest.approx(second.job.duration_s)
 
 
@@ -290,16 +310,15 @@ def test_speech_after_the_pause_makes_the_speculation_moot():
     assert final.text == "whole"
 
 
-def test_a_speculation_with_an_outdated_prompt_is_not_used():
-    """The final of the previous utterance lands between the speculation and the end: the rolling prompt
-    changed, so the final is decoded again with it (a speculative final is never a different decode)."""
+def test_a_final_waits_for_the_one_before_it_and_carries_its_text():
+    """However late the previous final comes back (a busy server), the next is decoded with its text: nothing
+    is speculated or asked for while it is out."""
     session = make(interim_results=False)
     (zero,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.7)])))
-    (spec,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.4)])))
-    assert spec.job.prompt_text == ""
-    session.receive_decode_result(zero.job, result_for(zero.job, "Hello there."))
-    (again,) = requests(feed(session, quiet(0.3)))
-    assert again.is_final and again.job.prompt_text == "Hello there."
-    assert session.receive_decode_result(spec.job, result_for(spec.job, "stale")) == []
-    (final,) = session.receive_decode_result(again.job, result_for(again.job, "fresh"))
-    assert final.text == "fresh"
+    assert requests(feed(session, np.concatenate([tone(1.0), quiet(0.7)]))) == []
+    assert session.pending_finals == 2
+    out = session.receive_decode_result(zero.job, result_for(zero.job, "Hello there."))
+    (one,) = requests(out)
+    assert one.is_final and one.job.prompt_text == "Hello there."
+    (final,) = session.receive_decode_result(one.job, result_for(one.job, "General Kenobi."))
+    assert final.text == "General Kenobi." and session.pending_finals == 0
