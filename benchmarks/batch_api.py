@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.audio import default_audio_dir, load_manifest
-from benchmarks.metrics import corpus_wer, ratio
+from benchmarks.metrics import corpus_wer, ratio, rounded
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK_FILE = "long_librispeech_test-clean_61-70970_chapter.wav"
@@ -293,13 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     by_name = {r.name: r for r in runs}
     ours = by_name["endpoint"].audio_s_per_wall_s
     ratios = {
-        f"endpoint_vs_{other}": _round(ratio(ours, by_name[other].audio_s_per_wall_s))
+        f"endpoint_vs_{other}": rounded(ratio(ours, by_name[other].audio_s_per_wall_s), 2)
         for other in ("faster_whisper", "faster_whisper_batched")
     }
     if "endpoint_concurrent" in by_name:
         conc = by_name["endpoint_concurrent"].audio_s_per_wall_s
-        ratios["endpoint_concurrent_vs_faster_whisper_batched"] = _round(
-            ratio(conc, by_name["faster_whisper_batched"].audio_s_per_wall_s)
+        ratios["endpoint_concurrent_vs_faster_whisper_batched"] = rounded(
+            ratio(conc, by_name["faster_whisper_batched"].audio_s_per_wall_s), 2
         )
     result = {
         "benchmark": "batch_api",
@@ -330,10 +330,6 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(runs, ratios)
     print(f"written to {out}")
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
 
 
 def _versions() -> dict[str, str]:

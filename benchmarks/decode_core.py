@@ -108,17 +108,17 @@ def run_core_benchmark(
                 ms_per_utterance=round(1000 * wall / len(audio), 1),
                 realtime_factor=round(total_audio_s / wall, 1),
                 mean_window_s=round(sum(windows) / len(windows), 2),
-                wer=_round(metrics.corpus_wer(zip(references, texts))),
+                wer=metrics.rounded(metrics.corpus_wer(zip(references, texts))),
             )
             rows.append(row)
             log(
                 f"[decode_core] {window_name:8s} batch {batch_size:2d}: {row.utterances_per_s:7.2f} utt/s "
-                f"{row.ms_per_utterance:7.1f} ms/utt  WER {_pct(row.wer)}"
+                f"{row.ms_per_utterance:7.1f} ms/utt  WER {metrics.pct(row.wer)}"
             )
     reference = faster_whisper_reference(backend, audio, references)
     log(
         f"[decode_core] faster-whisper transcribe (beam 5): {reference['utterances_per_s']} utt/s, "
-        f"WER {_pct(reference['wer'])}"
+        f"WER {metrics.pct(reference['wer'])}"
     )
     return {
         "utterance_group": GROUP,
@@ -149,16 +149,8 @@ def faster_whisper_reference(backend: Any, audio: list[np.ndarray], references: 
         "wall_s": round(wall, 3),
         "utterances_per_s": round(len(audio) / wall, 2),
         "ms_per_utterance": round(1000 * wall / len(audio), 1),
-        "wer": _round(metrics.corpus_wer(zip(references, texts))),
+        "wer": metrics.rounded(metrics.corpus_wer(zip(references, texts))),
     }
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def main(argv: list[str] | None = None) -> None:

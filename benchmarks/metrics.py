@@ -189,3 +189,13 @@ def corpus_wer(pairs: Iterable[tuple[str, str]]) -> float | None:
     for ref, hyp in pairs:
         total = total + wer_counts(ref, hyp)
     return total.wer
+
+
+def rounded(x: float | None, digits: int = 4) -> float | None:
+    """``x`` rounded for the JSON results; unknown (None) stays None."""
+    return None if x is None else round(x, digits)
+
+
+def pct(x: float | None) -> str:
+    """A rate as a percentage for printed tables; 'n/a' when unknown."""
+    return "n/a" if x is None else f"{100 * x:.1f}%"

@@ -155,7 +155,7 @@ def sweep_system(
             _log(
                 f"[stream] {spec.system:15s} N={n:3d}  p50 {_s(level.final_latency_s['p50'])}  "
                 f"p95 {_s(level.final_latency_s['p95'])}  p99 {_s(level.final_latency_s['p99'])}  "
-                f"WER {_pct(level.wer)}  kept_up={level.kept_up}  passed={level.passed}  "
+                f"WER {metrics.pct(level.wer)}  kept_up={level.kept_up}  passed={level.passed}  "
                 f"cpu {level.server.get('cpu_cores_used')}  rss {level.server.get('peak_rss_mb')} MB"
             )
             if not level.kept_up:
@@ -240,9 +240,9 @@ def attach_wer_summary(system: dict[str, Any], offline: dict[Any, str], recordin
             stream_pairs.append((client["reference"], client["transcript"]))
             if key in offline:
                 offline_pairs.append((client["reference"], offline[key]))
-    system["wer_pooled"] = _round(metrics.corpus_wer(stream_pairs)) if stream_pairs else None
+    system["wer_pooled"] = metrics.rounded(metrics.corpus_wer(stream_pairs)) if stream_pairs else None
     system["offline_faster_whisper_wer_same_audio"] = (
-        _round(metrics.corpus_wer(offline_pairs)) if offline_pairs else None
+        metrics.rounded(metrics.corpus_wer(offline_pairs)) if offline_pairs else None
     )
     if system["wer_pooled"] is not None and system["offline_faster_whisper_wer_same_audio"] is not None:
         system["wer_minus_offline_points"] = round(
@@ -310,21 +310,13 @@ def markdown_table(summary: dict[str, Any], endpointing_ms: int) -> str:
             f"| {row.get('label')}{status} | {row.get('capacity_streams')} | "
             f"{row.get('max_streams_kept_up')} | {_s(one.get('p50'))} / "
             f"{_s(one.get('p95'))} / {_s(one.get('p99'))} | {_s(cap.get('p95'))} | "
-            f"{_pct(row.get('wer_pooled'))} | {_pct(row.get('offline_faster_whisper_wer_same_audio'))} |"
+            f"{metrics.pct(row.get('wer_pooled'))} | {metrics.pct(row.get('offline_faster_whisper_wer_same_audio'))} |"
         )
     return head + "\n".join(lines) + f"\n\nendpointing_ms = {endpointing_ms} for every stream of ours.\n"
 
 
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
-
-
 def _s(x: Any) -> str:
     return "n/a" if x is None else f"{x:.2f}"
-
-
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 # ---- main -------------------------------------------------------------------------------------------------------

@@ -110,6 +110,10 @@ def system_specs(
         *(extra_ours or []),
     ]
     wl_python = str(PEERS["whisperlive"].python)
+
+    def whisperlive(port: int) -> list[str]:
+        return [wl_python, str(LAUNCHERS_DIR / "whisperlive_server.py"), "--port", str(port), "--model-dir", model_path]
+
     wlk_server = str(PEERS["whisperlivekit"].venv_dir / "bin" / "whisperlivekit-server")
     wlk_device_env = {} if device == "cuda" else {"CUDA_VISIBLE_DEVICES": ""}
     return {
@@ -133,14 +137,7 @@ def system_specs(
             "whisperlive",
             "WhisperLive 0.10 (faster-whisper backend)",
             "whisperlive",
-            lambda port: [
-                wl_python,
-                str(LAUNCHERS_DIR / "whisperlive_server.py"),
-                "--port",
-                str(port),
-                "--model-dir",
-                model_path,
-            ],
+            whisperlive,
             _tcp_listening,
             env=wlk_device_env,
             peer="whisperlive",
@@ -153,15 +150,7 @@ def system_specs(
             "whisperlive_batch",
             "WhisperLive 0.10 with its cross-client batching (--batch)",
             "whisperlive",
-            lambda port: [
-                wl_python,
-                str(LAUNCHERS_DIR / "whisperlive_server.py"),
-                "--port",
-                str(port),
-                "--model-dir",
-                model_path,
-                "--batch",
-            ],
+            lambda port: [*whisperlive(port), "--batch"],
             _tcp_listening,
             env=wlk_device_env,
             peer="whisperlive",

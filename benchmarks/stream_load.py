@@ -199,10 +199,10 @@ def summarize_level(system: str, chunk_ms: int, wall_s: float, results: list[Cli
         final_latency_s=_rounded(final_summary),
         partial_lag_s=_rounded(metrics.summarize(partials)),
         latency_slope=None if slope is None else round(slope, 4),
-        wer=_round(metrics.corpus_wer((r.reference, r.transcript) for r in results)),
+        wer=metrics.rounded(metrics.corpus_wer((r.reference, r.transcript) for r in results)),
         kept_up=level_kept_up,
         passed=metrics.level_passes(final_summary["p95"], level_kept_up),  # type: ignore[arg-type]
-        finish_s_max=_round(max(finish)) if finish else None,
+        finish_s_max=metrics.rounded(max(finish)) if finish else None,
         client_errors=errors[:20],
         client_warnings=[f"client {r.client}: {w}" for r in results for w in r.warnings][:20],
         per_client=[_client_row(r) for r in results],
@@ -214,15 +214,11 @@ def _client_row(r: ClientResult) -> dict[str, Any]:
     row.pop("final_points")
     row["final_latency_s"] = _rounded(metrics.summarize(r.final_latencies_s))
     row["partial_lag_s"] = _rounded(metrics.summarize(r.partial_lags_s))
-    row["wer"] = _round(metrics.corpus_wer([(r.reference, r.transcript)]))
+    row["wer"] = metrics.rounded(metrics.corpus_wer([(r.reference, r.transcript)]))
     del row["final_latencies_s"], row["partial_lags_s"]
     row["max_send_late_s"] = round(r.max_send_late_s, 3)
-    row["finish_s"] = _round(r.finish_s)
+    row["finish_s"] = metrics.rounded(r.finish_s)
     return row
-
-
-def _round(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(x, digits)
 
 
 def _rounded(summary: dict[str, Any]) -> dict[str, Any]:
