@@ -7,8 +7,8 @@ samples received on a channel (after resampling to 16 kHz) divided by 16 000.
 Per channel, utterances go ``(idle) -> open -> finalizing -> done``:
 - the VAD segmenter opens one (``SpeechStarted``), every ``partial_interval_ms`` of new audio asks for a
   partial decode of the whole utterance so far, and when it ends asks for exactly one final decode;
-- finals come back in any order but leave in ``utterance_id`` order; a partial for an utterance whose final
-  was already requested, or older than one already shown, is dropped;
+- finals are decoded one at a time per channel, in ``utterance_id`` order, so they also leave in that order;
+  a partial for an utterance whose final was already requested, or older than one already shown, is dropped;
 - speculative finals: once ``tail_ms`` of a pause has passed, the audio the final would get if the pause ends
   the utterance is complete, so its final decode is asked for then (same audio, prompt and options as the
   real one), ``endpointing_ms - tail_ms`` before the end is certain. If the pause does end the utterance,
@@ -137,8 +137,6 @@ class _Channel:
         self.next_utterance_id = 0
         self.open: _Utterance | None = None
         self.utterances: dict[int, _Utterance] = {}  # not yet finalized (open or awaiting the final)
-        self.ready_finals: dict[int, Final] = {}  # decoded, waiting for earlier ones
-        self.next_final_to_send = 0
         # One final decode at a time per channel, in order: each is decoded with the text of every earlier one
         # in its prompt, so a transcript never depends on how busy the server was (seen at 8+ streams on 2
         # cores: a final decoded before the previous one was back lacked its context and came out worse).
@@ -160,7 +158,7 @@ class _Channel:
 
     @property
     def pending_finals(self) -> int:
-        return len(self.utterances) - (1 if self.open else 0) + len(self.ready_finals)
+        return len(self.utterances) - (1 if self.open else 0)
 
     def feed(self, samples) -> list[SessionEvent]:
         events: list[SessionEvent] = []
@@ -291,6 +289,8 @@ class _Channel:
         return [Partial(self.index, utterance_id, utt.speech_sample / SAMPLE_RATE, end, shown, stable)]
 
     def on_final(self, utterance_id: int, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
+        """The outcome of the final in flight: its ``Final`` (and ``DecodeError``), then the next final's request."""
+        assert utterance_id == self.final_in_flight, (utterance_id, self.final_in_flight)
         utt = self.utterances.pop(utterance_id)
         start, end = utt.speech_sample / SAMPLE_RATE, utt.end_sample / SAMPLE_RATE
         audio_start = utt.start_sample / SAMPLE_RATE  # word times are relative to the decoded audio
@@ -309,14 +309,10 @@ class _Channel:
                 if self.config.word_timestamps
                 else None
             )
-        self.ready_finals[utterance_id] = Final(self.index, utterance_id, start, end, text, language, words)
-        while self.next_final_to_send in self.ready_finals:
-            events.append(self.ready_finals.pop(self.next_final_to_send))
-            self.next_final_to_send += 1
-        if self.final_in_flight == utterance_id:
-            self.final_in_flight = None
-            if self.deferred:
-                events.extend(self._start_final(*self.deferred.popleft()))
+        events.append(Final(self.index, utterance_id, start, end, text, language, words))
+        self.final_in_flight = None
+        if self.deferred:
+            events.extend(self._start_final(*self.deferred.popleft()))
         return events
 
 

@@ -121,7 +121,13 @@ class VadSegmenter:
         ends it, known once ``tail_ms`` of silence followed its last voiced frame; else None."""
         if self._utt_start is None or self._silent_frames * FRAME_SAMPLES < self._tail:
             return None
-        return self._utt_start, self._last_voiced_end + self._tail
+        return self._utt_start, self._tail_end
+
+    @property
+    def _tail_end(self) -> int:
+        """Where a pause-ended utterance's audio stops: ``tail_ms`` after its last voiced frame (the speculative
+        final relies on both ends computing it here)."""
+        return self._last_voiced_end + self._tail
 
     def audio(self, start: int, end: int) -> np.ndarray:
         """A copy of stream samples ``[start, end)`` of the open utterance."""
@@ -185,13 +191,13 @@ class VadSegmenter:
         else:
             self._silent_frames += 1
             if self._silent_frames >= self._end_frames:
-                return [self._end(min(frame_end, self._last_voiced_end + self._tail), "endpoint")]
+                return [self._end(min(frame_end, self._tail_end), "endpoint")]
             if (
                 self._soft_max_samples is not None
                 and self._silent_frames >= self._soft_end_frames
                 and self._last_voiced_end - self._utt_start >= self._soft_max_samples
             ):
-                return [self._end(min(frame_end, self._last_voiced_end + self._tail), "pause")]
+                return [self._end(min(frame_end, self._tail_end), "pause")]
         if frame_end - self._utt_start >= self.config.max_utterance_s * SAMPLE_RATE:
             return self._cut_at_quietest(frame_end)
         return []
