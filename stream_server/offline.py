@@ -150,12 +150,6 @@ def _prompt_tail(texts: collections.deque[str]) -> str:
     return " ".join(words[-PROMPT_MAX_WORDS:])
 
 
-def _is_silence(result: DecodeResult, options: DecodeOptions) -> bool:
-    """Whisper's no-speech rule: the model thinks nothing was said and is not confident in its text."""
-    quiet = result.no_speech_prob > options.no_speech_threshold
-    return quiet and result.avg_logprob < options.log_prob_threshold
-
-
 def _segment(index: int, chunk: tuple[int, int], result: DecodeResult) -> TranscriptSegment:
     chunk_start_s = chunk[0] / SAMPLE_RATE
     chunk_end_s = chunk[1] / SAMPLE_RATE
@@ -252,7 +246,7 @@ async def transcribe_segments(
                     progress.recent_texts.clear()
                 elif result.text.strip():
                     progress.recent_texts.append(result.text.strip())
-                if not result.text.strip() or _is_silence(result, options):
+                if not result.text.strip() or result.looks_silent(options):
                     continue
                 yield _segment(segment_id, chunk, result)
                 segment_id += 1

@@ -19,7 +19,8 @@ MIN_COPIES_ONE_WORD = 5  # "no, no, no, no" is speech; "quote quote quote quote 
 MAX_BLOCK_WORDS = 16
 
 
-def _key(word: str) -> str:
+def word_key(word: str) -> str:
+    """What two spellings of one word share: its letters and digits, lower-cased ("Fair." -> "fair")."""
     return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
@@ -41,7 +42,7 @@ def collapse_loops(text: str) -> str:
     """``text`` with every run of repeated blocks (as defined above) cut to its first copy, and runs of
     ``MIN_COPIES`` or more marks with no word in them ("... ... ... ...", seen with beam search) dropped."""
     words = text.split()
-    keys = [_key(w) for w in words]
+    keys = [word_key(w) for w in words]
     kept: list[str] = []
     i = 0
     while i < len(words):
@@ -68,7 +69,7 @@ def repeated_tail(text: str, min_words: int = 3) -> int:
     "The children are playing football in the park. The children are playing football in the park" (a 2.8 s
     clip, 4 s window). Counted only when the repeated block is at least ``min_words`` long and the two copies
     make up most of the text."""
-    words = [_key(w) for w in text.split()]
+    words = [word_key(w) for w in text.split()]
     for size in range(len(words) // 2, min_words - 1, -1):
         if words[-size:] == words[-2 * size : -size] and 2 * size >= 0.8 * len(words):
             return size

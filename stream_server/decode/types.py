@@ -97,6 +97,10 @@ class DecodeResult:
         """Whisper's own tests for a bad decode, with its default thresholds."""
         return self.compression_ratio > 2.4 or self.avg_logprob < -1.0
 
+    def looks_silent(self, options: DecodeOptions) -> bool:
+        """Whisper's no-speech rule: the model thinks nothing was said and is not confident in its text."""
+        return self.no_speech_prob > options.no_speech_threshold and self.avg_logprob < options.log_prob_threshold
+
 
 @dataclass(frozen=True)
 class BatchStats:

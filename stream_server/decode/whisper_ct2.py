@@ -38,7 +38,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
-from .repeats import drop_repeats
+from .repeats import drop_repeats, word_key
 from .types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Word
 
 log = logging.getLogger(__name__)
@@ -198,13 +198,10 @@ class WhisperBackend:
                 current = best[i]
                 if current is None or result.avg_logprob > current.avg_logprob:
                     best[i] = result
-                silent = result.no_speech_prob > options.no_speech_threshold and (
-                    result.avg_logprob < options.log_prob_threshold
-                )
                 bad = result.compression_ratio > options.compression_ratio_threshold or (
                     result.avg_logprob < options.log_prob_threshold
                 )
-                if bad and not silent:
+                if bad and not result.looks_silent(options):
                     still.append(i)
                 else:
                     best[i] = result
@@ -294,8 +291,7 @@ class WhisperBackend:
     def _silence_check(result: DecodeResult, options: DecodeOptions) -> DecodeResult:
         """Whisper's no-speech rule (likely silence and an unsure decode -> no text), plus: text without a
         letter or digit is no text (seen on digital silence: ". . . . . ." that passed the log-prob test)."""
-        silent = result.no_speech_prob > options.no_speech_threshold and result.avg_logprob < options.log_prob_threshold
-        if silent or not any(ch.isalnum() for ch in result.text):
+        if result.looks_silent(options) or not any(ch.isalnum() for ch in result.text):
             return replace(result, text="", tokens=())
         return result
 
@@ -304,7 +300,7 @@ class WhisperBackend:
         then the silence check."""
         text = drop_repeats(result.text)
         if text != result.text:
-            result = replace(result, text=text, tokens=tuple(item.tokenizer.encode(" " + text)))
+            result = _with_text(item, result, text)
         return self._silence_check(result, options)
 
     def _retry_without_prompt(self, items: list[_Item], results: list[DecodeResult]) -> list[DecodeResult]:
@@ -314,9 +310,13 @@ class WhisperBackend:
         and its next two finals, 7 and 9 s of clear speech, came back empty."""
         retries = []
         for i, (item, r) in enumerate(zip(items, results)):
-            job, options = item.job, item.job.options
-            silent = r.no_speech_prob > options.no_speech_threshold and r.avg_logprob < options.log_prob_threshold
-            if job.kind is not JobKind.PARTIAL and not r.text and job.prompt_text.strip() and not silent:
+            job = item.job
+            if (
+                job.kind is not JobKind.PARTIAL
+                and not r.text
+                and job.prompt_text.strip()
+                and not r.looks_silent(job.options)
+            ):
                 retries.append((i, _derived_job(job, job.audio, "")))
         if not retries:
             return results
@@ -362,12 +362,11 @@ class WhisperBackend:
             return results
         out = list(results)
         options = items[0].job.options
-        for (i, _), rest in zip(rests, self.decode_batch([job for _, job in rests])):
-            if not rest.text or rest.avg_logprob < options.log_prob_threshold:
+        for (i, _), tail in zip(rests, self.decode_batch([job for _, job in rests])):
+            if not tail.text or tail.avg_logprob < options.log_prob_threshold:
                 continue
-            text = _join_continuation(results[i].text, rest.text)
-            log.debug("early stop continued: %r + %r", results[i].text, rest.text)
-            out[i] = replace(results[i], text=text, tokens=tuple(items[i].tokenizer.encode(" " + text)))
+            log.debug("early stop continued: %r + %r", results[i].text, tail.text)
+            out[i] = _with_text(items[i], results[i], _join_continuation(results[i].text, tail.text))
         return out
 
     def _align(
@@ -405,6 +404,11 @@ class WhisperBackend:
         return out
 
 
+def _with_text(item: _Item, result: DecodeResult, text: str) -> DecodeResult:
+    """``result`` with its text replaced; the tokens follow the text, so word alignment does too."""
+    return replace(result, text=text, tokens=tuple(item.tokenizer.encode(" " + text)))
+
+
 def _derived_job(job: DecodeJob, audio: np.ndarray, prompt_text: str) -> DecodeJob:
     """A second decode on behalf of ``job`` (its kind, owner and options; words are aligned afterwards)."""
     return DecodeJob(
@@ -419,7 +423,7 @@ def _derived_job(job: DecodeJob, audio: np.ndarray, prompt_text: str) -> DecodeJ
 def _join_continuation(text: str, rest: str) -> str:
     """``text`` then ``rest``, without a word said at the cut twice ("fair. Fair. Nay, nay")."""
     head, tail = text.split(), rest.split()
-    if head and tail and head[-1].strip(".,!?;:").lower() == tail[0].strip(".,!?;:").lower():
+    if head and tail and word_key(head[-1]) and word_key(head[-1]) == word_key(tail[0]):
         tail = tail[1:]
     return " ".join(head + tail)
 
