@@ -25,7 +25,9 @@ def word_key(word: str) -> str:
 
 
 def _loop_at(keys: list[str], i: int) -> tuple[int, int] | None:
-    """(block size, copies) of the shortest block starting at ``i`` that repeats into a loop."""
+    """(block size, words the loop covers) of the shortest block starting at ``i`` that repeats into a loop.
+    A loop the token cap cut off mid-copy ends the text with the start of one more copy ("And so my fellow
+    Americans. And so my fellow Americans. And so my fellow", seen on the JFK clip): that copy counts too."""
     for size in range(1, min(MAX_BLOCK_WORDS, (len(keys) - i) // 2) + 1):
         block = keys[i : i + size]
         if not all(block):
@@ -33,8 +35,12 @@ def _loop_at(keys: list[str], i: int) -> tuple[int, int] | None:
         copies = 1
         while keys[i + copies * size : i + (copies + 1) * size] == block:
             copies += 1
+        covered = size * copies
+        rest = keys[i + covered :]
+        if copies >= 2 and 0 < len(rest) < size and rest == block[: len(rest)]:
+            copies, covered = copies + 1, len(keys) - i
         if copies >= (MIN_COPIES_ONE_WORD if size == 1 else MIN_COPIES):
-            return size, copies
+            return size, covered
     return None
 
 
@@ -57,9 +63,9 @@ def collapse_loops(text: str) -> str:
             kept.append(words[i])
             i += 1
             continue
-        size, copies = loop
+        size, covered = loop
         kept.extend(words[i : i + size])
-        i += size * copies
+        i += covered
     return " ".join(kept) if len(kept) < len(words) else text
 
 

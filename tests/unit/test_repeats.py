@@ -21,6 +21,10 @@ SEEN = [  # what tiny.en wrote on ../shared/audio fragments, and what is kept
         "a foot and a half, quote, A common",
     ),
     ("has never been surpassed... ... ... ... ... ... ...", "has never been surpassed..."),
+    (  # cut off mid-copy by the token cap (the JFK clip of ../shared/audio)
+        "And so my fellow Americans. And so my fellow Americans. And so my fellow",
+        "And so my fellow Americans.",
+    ),
     ("... ... ... It is of the first importance", "It is of the first importance"),
     (
         "The children are playing football in the park. The children are playing football in the park",
