@@ -135,7 +135,8 @@ class Settings(BaseSettings):
         )
         for name, field in cls.model_fields.items():
             flag = "--" + name.replace("_", "-")
-            help_text = f"{field.description or name} (env STREAM_SERVER_{name.upper()})"
+            # argparse %-formats help strings: a literal % in a description must be doubled
+            help_text = f"{field.description or name} (env STREAM_SERVER_{name.upper()})".replace("%", "%%")
             annotation: Any = field.annotation
             if annotation is bool:
                 parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
