@@ -9,14 +9,22 @@ while"); the first copy is the greedy text itself, so it is kept and the copies 
 
 Real speech repeats too ("no, no, no", "thank you, thank you"): a block of one word counts as a loop from
 ``MIN_COPIES_ONE_WORD`` copies, a longer block from ``MIN_COPIES`` copies, and two copies only when the
-utterance is one block said twice (``repeated_tail``).
+utterance is one block said twice (``repeated_tail``), or said twice with a word or two changed and faster
+than anyone speaks (``near_repeat``).
 """
 
 from __future__ import annotations
 
+from difflib import SequenceMatcher
+
 MIN_COPIES = 3  # a block of two or more words said three times in a row
 MIN_COPIES_ONE_WORD = 5  # "no, no, no, no" is speech; "quote quote quote quote quote" is a loop
 MAX_BLOCK_WORDS = 16
+# Two near copies (``near_repeat``): at least this share of their words in common (difflib's ratio) ...
+NEAR_COPY_RATIO = 0.7
+# ... in a text that runs faster than this over its audio. Read speech runs 2.5-3.2 words a second (the
+# recordings of ../shared/audio); the doubled fragments seen there ran 4.4-6.3 over the same span.
+MAX_WORDS_PER_S = 4.0
 
 
 def word_key(word: str) -> str:
@@ -82,8 +90,34 @@ def repeated_tail(text: str, min_words: int = 3) -> int:
     return 0
 
 
-def drop_repeats(text: str) -> str:
-    """One copy of every loop, then one copy of an utterance said twice."""
+def near_repeat(text: str, duration_s: float, min_words: int = 3) -> int:
+    """Words of the first copy, when ``text`` is one phrase said twice with a few words changed (0: it is not).
+
+    Seen on ../shared/audio: "sentenced to fines or a short imprisonment sentence to fines or short
+    imprisonment" for a 2.4 s fragment, "In the same rooms with transbers and felons. In the same rooms with
+    transporters" (2.5 s). A person can say a phrase twice, so it counts only when the words run faster than
+    ``MAX_WORDS_PER_S`` over ``duration_s`` of audio: two copies in the time of one. The second copy starts
+    again where the first did: its first word is (nearly) the first copy's first word. Of such splits the
+    most similar wins, then the one with copies of the most equal length."""
+    words = [word_key(w) for w in text.split()]
+    if len(words) < 2 * min_words or len(words) <= MAX_WORDS_PER_S * duration_s:
+        return 0
+    best: tuple[float, int, int] = (0.0, 0, 0)
+    for cut in range(min_words, len(words) - min_words + 1):
+        if SequenceMatcher(None, words[0], words[cut]).ratio() < NEAR_COPY_RATIO:  # "sentenced" ~ "sentence"
+            continue
+        ratio = SequenceMatcher(None, words[:cut], words[cut:], autojunk=False).ratio()
+        best = max(best, (ratio, -abs(len(words) - 2 * cut), cut))
+    ratio, _, split = best
+    return split if ratio >= NEAR_COPY_RATIO else 0
+
+
+def drop_repeats(text: str, duration_s: float) -> str:
+    """For the text of ``duration_s`` seconds of audio: one copy of every loop, then one copy of an
+    utterance said twice, word for word or with words changed."""
     text = collapse_loops(text)
     size = repeated_tail(text)
-    return " ".join(text.split()[:-size]) if size else text
+    if size:
+        return " ".join(text.split()[:-size])
+    first = near_repeat(text, duration_s)
+    return " ".join(text.split()[:first]) if first else text

@@ -298,7 +298,7 @@ class WhisperBackend:
     def _tidy(self, item: _Item, result: DecodeResult, options: DecodeOptions) -> DecodeResult:
         """One copy of a repetition loop (``repeats.py``; tokens follow the text, so word timestamps do too),
         then the silence check."""
-        text = drop_repeats(result.text)
+        text = drop_repeats(result.text, item.job.duration_s)
         if text != result.text:
             result = _with_text(item, result, text)
         return self._silence_check(result, options)
