@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     # --- scheduler
     max_batch_size: int = Field(16, description="most items decoded in one model call")
     max_batch_audio_s: float = Field(
-        20.0,
-        description="audio seconds per batch; finals always run, partials and uploads fill the rest (0: no cap)",
+        12.0,
+        description="audio seconds per batch of partials and uploads; finals are never held back (0: no cap)",
     )
     max_wait_ms: float = Field(0.0, description="extra wait to fill a batch when the model is idle")
     max_queue: int = Field(2048, description="queued jobs beyond which new work is refused as overloaded")

@@ -16,18 +16,21 @@ def job(owner: str, kind: JobKind, utterance: int = 0, channel: int = 0) -> Deco
     return DecodeJob(owner=owner, kind=kind, audio=AUDIO, options=DecodeOptions(), stream_key=key)
 
 
-def test_finals_go_before_partials_oldest_first():
+def test_finals_go_first_oldest_first_and_alone():
     s = BatchScheduler(max_batch_size=3)
-    p1, f1, p2, f2 = (
+    p1, f1, p2, f2, f3, f4 = (
         job("a", JobKind.PARTIAL, 1),
         job("b", JobKind.FINAL, 0),
         job("c", JobKind.PARTIAL, 4),
         job("d", JobKind.FINAL, 2),
+        job("e", JobKind.FINAL, 2),
+        job("f", JobKind.FINAL, 2),
     )
-    for j in (p1, f1, p2, f2):
+    for j in (p1, f1, p2, f2, f3, f4):
         s.add(j)
-    assert s.next_batch() == [f1, f2, p1]
-    assert s.next_batch() == [p2]
+    assert s.next_batch() == [f1, f2, f3]
+    assert s.next_batch() == [f4]  # no partial rides along with a final
+    assert s.next_batch() == [p1, p2]
     assert s.next_batch() == []
 
 
@@ -65,17 +68,34 @@ def test_uploads_get_a_share_of_every_batch_and_never_starve_streams():
     uploads = [job("upload", JobKind.OFFLINE) for _ in range(100)]
     for u in uploads:
         s.add(u)
-    partials = [job(f"s{i}", JobKind.PARTIAL, 0) for i in range(10)]
+    partials = [job(f"s{i}", JobKind.PARTIAL, 0) for i in range(20)]
     finals = [job(f"s{i}", JobKind.FINAL, 1) for i in range(3)]
     for j in partials + finals:
         s.add(j)
-    batch = s.next_batch()
-    assert batch[:3] == finals
-    assert sum(j.kind is JobKind.OFFLINE for j in batch) == 2  # a quarter of 8
-    assert sum(j.kind is JobKind.PARTIAL for j in batch) == 3
+    assert s.next_batch() == finals
+    for _ in range(2):  # the two kinds take turns filling a batch first; uploads always get a quarter
+        batch = s.next_batch()
+        assert sum(j.kind is JobKind.OFFLINE for j in batch) == 2
+        assert sum(j.kind is JobKind.PARTIAL for j in batch) == 6
+    third, fourth = s.next_batch(), s.next_batch()  # 8 partials were left
+    assert [j.kind for j in third].count(JobKind.PARTIAL) == 6
+    assert [j.kind for j in fourth].count(JobKind.PARTIAL) == 2  # uploads fill the rest
     # with no stream work, uploads fill whole batches
-    s.next_batch(), s.next_batch(), s.next_batch()
-    assert all(j.kind is JobKind.OFFLINE for j in s.next_batch())
+    assert [j.kind for j in s.next_batch()] == [JobKind.OFFLINE] * 8
+
+
+def test_a_long_upload_chunk_and_partials_take_turns_under_the_audio_budget():
+    s = BatchScheduler(max_batch_size=16, max_batch_audio_s=12.0)
+    chunks = [long_job("upload", JobKind.OFFLINE, 25.0) for _ in range(3)]  # each alone is over the budget
+    for c in chunks:
+        s.add(c)
+    kinds = []
+    for _ in range(4):
+        for i in range(3):  # three streams keep sending partials of their utterance
+            s.add(long_job(f"s{i}", JobKind.PARTIAL, 3.0))
+        kinds.append([j.kind for j in s.next_batch()])
+    partials_only = [JobKind.PARTIAL] * 3
+    assert kinds == [partials_only, [JobKind.OFFLINE], partials_only, [JobKind.OFFLINE]]
 
 
 def test_stats_report_batches_and_owners():
@@ -106,28 +126,11 @@ def long_job(owner: str, kind: JobKind, seconds: float, utterance: int = 0) -> D
 def test_audio_budget_caps_partials_but_never_finals():
     s = BatchScheduler(max_batch_size=16, max_batch_audio_s=20.0)
     finals = [long_job(f"f{i}", JobKind.FINAL, 9.0) for i in range(3)]  # 30 s with margins: over the cap
-    partials = [long_job(f"p{i}", JobKind.PARTIAL, 4.0) for i in range(4)]
+    partials = [long_job(f"p{i}", JobKind.PARTIAL, 4.0) for i in range(5)]
     for j in finals + partials:
         s.add(j)
-    assert s.next_batch() == finals  # every final, no partial: the budget is spent
-    batch = s.next_batch()
-    assert batch == partials[:4][: len(batch)] and len(batch) == 4  # 4 x 5 s = 20 s fits exactly
+    assert s.next_batch() == finals
+    assert s.next_batch() == partials[:4]  # 4 x 5 s = 20 s fits exactly
+    assert s.next_batch() == partials[4:]
     s.add(long_job("huge", JobKind.PARTIAL, 40.0))
     assert len(s.next_batch()) == 1  # an item over the cap alone still runs
-
-
-def test_a_batch_with_finals_takes_no_partial_longer_than_its_longest_final():
-    def timed(owner: str, kind: JobKind, seconds: float) -> DecodeJob:
-        audio = np.zeros(int(seconds * 16000), dtype=np.float32)
-        return DecodeJob(owner=owner, kind=kind, audio=audio, options=DecodeOptions(), stream_key=(owner, 0, 0))
-
-    s = BatchScheduler(max_batch_size=8)
-    long_partial, final, short_partial = (
-        timed("a", JobKind.PARTIAL, 12.0),
-        timed("b", JobKind.FINAL, 3.0),
-        timed("c", JobKind.PARTIAL, 2.5),
-    )
-    for j in (long_partial, final, short_partial):
-        s.add(j)
-    assert s.next_batch() == [final, short_partial]
-    assert s.next_batch() == [long_partial]  # kept its place; a batch without finals takes any length
