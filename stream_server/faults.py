@@ -26,6 +26,9 @@ class FaultInjectingBackend:
         self.model_id = inner.model_id
         self.is_multilingual = inner.is_multilingual
 
+    def split(self, jobs: list[DecodeJob]) -> list[list[DecodeJob]]:
+        return self.inner.split(jobs)
+
     def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
         if any(self.marker in (job.options.initial_prompt or "") for job in jobs):
             raise InjectedFault(f"injected fault (a job's prompt holds {self.marker!r})")

@@ -137,8 +137,22 @@ class WhisperBackend:
 
     # --- DecodeBackend
 
+    def split(self, jobs: list[DecodeJob]) -> list[list[DecodeJob]]:
+        """The groups ``decode_batch`` decodes one after another, in its order."""
+        return [[job for job, _ in group] for group in self._groups(jobs)]
+
     def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
         results: dict[int, DecodeResult] = {}
+        for group in self._groups(jobs):
+            for (job, _), result in zip(group, self._decode_group(group)):
+                results[job.job_id] = result
+        return [results[job.job_id] for job in jobs]
+
+    # --- internals
+
+    def _groups(self, jobs: list[DecodeJob]) -> list[list[tuple[DecodeJob, list[int]]]]:
+        """Jobs that share one encode and one generate: same way of generating, prompt length and encoder
+        window; each with its previous-text tokens."""
         groups: dict[tuple, list[tuple[DecodeJob, list[int]]]] = defaultdict(list)
         for job in jobs:
             o = job.options
@@ -146,12 +160,7 @@ class WhisperBackend:
             window = self.window.frames_for(len(job.audio))
             key = (o.beam_size, o.temperatures, o.word_timestamps, o.task, o.language, len(previous), window)
             groups[key].append((job, previous))
-        for group in groups.values():
-            for (job, _), result in zip(group, self._decode_group(group)):
-                results[job.job_id] = result
-        return [results[job.job_id] for job in jobs]
-
-    # --- internals
+        return list(groups.values())
 
     def _features(self, audio: np.ndarray) -> np.ndarray:
         frames = max(1, len(audio) // HOP_SAMPLES)

@@ -63,6 +63,16 @@ def test_a_result_does_not_depend_on_the_length_of_its_batch_mates(backend, clip
     assert batched[0].window_s < batched[1].window_s
 
 
+def test_split_names_the_model_calls_a_batch_takes(backend, clips):
+    """The engine runs a batch one ``split`` part at a time and delivers each part's results at once."""
+    options = DecodeOptions()
+    a, b, c = (DecodeJob(o, JobKind.FINAL, audio, options) for o, audio in zip("abc", (clips[1], clips[0], clips[1])))
+    long = DecodeJob("d", JobKind.FINAL, np.concatenate([clips[0], clips[2], clips[3]]), options)
+    assert backend.split([a, long, b, c]) == [[a, b, c], [long]]  # by encoder window, in order of first arrival
+    partial = DecodeJob("e", JobKind.PARTIAL, clips[1], replace(options, temperatures=(0.0,), beam_size=5))
+    assert backend.split([a, partial]) == [[a], [partial]]  # generated differently: a call of its own
+
+
 def test_prompt_lengths_fall_on_buckets_and_keep_the_newest_text(backend):
     job = DecodeJob(
         "s",

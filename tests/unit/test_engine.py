@@ -34,6 +34,9 @@ class ScriptedBackend:
         self.gate.set()
         self.short_by = 0  # return this many results too few
 
+    def split(self, jobs: list[DecodeJob]) -> list[list[DecodeJob]]:
+        return [jobs]
+
     def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
         self.gate.wait(10)
         self.batches.append(list(jobs))
@@ -165,3 +168,47 @@ def test_fault_wrapper_passes_clean_batches_through() -> None:
         backend.decode_batch([job("a", "fine"), job("b", "xBOOMx")])
     with pytest.raises(ValueError):
         FaultInjectingBackend(ScriptedBackend(), "")
+
+
+class PerJobBackend(ScriptedBackend):
+    """Runs every job as its own model call (as jobs of different encoder windows run); the call for a job
+    whose prompt is "slow" waits on ``slow_gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow_gate = threading.Event()
+
+    def split(self, jobs: list[DecodeJob]) -> list[list[DecodeJob]]:
+        return [[j] for j in jobs]
+
+    def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
+        if jobs[0].options.initial_prompt == "slow":
+            self.slow_gate.wait(10)
+        return super().decode_batch(jobs)
+
+
+def test_each_model_call_of_a_batch_delivers_its_results_at_once() -> None:
+    async def scenario() -> None:
+        backend = PerJobBackend()
+        engine = DecodeEngine(FaultInjectingBackend(backend, "BOOM"), BatchScheduler(max_batch_size=4))
+        reports: list[BatchReport] = []
+        engine.observers.append(reports.append)
+        engine.start()
+        blocker = await occupy(backend, engine, job("x", "block"))
+        fast, bad, slow = (
+            engine.submit(job("a", "fast")),
+            engine.submit(job("b", "BOOM")),
+            engine.submit(job("c", "slow")),
+        )
+        backend.gate.set()
+        assert (await asyncio.wait_for(fast, 5)).text == "fast"  # while "slow", same batch, is still running
+        with pytest.raises(DecodeFailed):  # a failing call fails its own job, not its batch-mates
+            await asyncio.wait_for(bad, 5)
+        assert not slow.done()
+        backend.slow_gate.set()
+        assert (await asyncio.wait_for(slow, 5)).text == "slow"
+        assert (await blocker).text == "block"
+        assert [len(r.jobs) for r in reports] == [1, 3] and reports[1].failed  # one scheduler batch, reported once
+        await engine.stop()
+
+    run(scenario())
