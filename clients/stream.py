@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import av
 import numpy as np
@@ -37,6 +37,15 @@ def read_audio(path: str) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks).astype("<i2"), rate
 
 
+def listen_url(url: str) -> str:
+    """The websocket URL of ``/v1/listen`` from what a user types: ``ws://host:port``, ``http://host:port``
+    (the address the server prints) or the whole URL."""
+    parts = urlsplit(url if "://" in url else f"ws://{url}")
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if parts.path not in ("", "/") else "/v1/listen"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
 async def stream_file(
     path: str,
     url: str,
@@ -52,7 +61,11 @@ async def stream_file(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     finals: list[dict] = []
     chunk = max(1, rate * chunk_ms // 1000)
-    async with websockets.connect(f"{url}?{urlencode(query)}", additional_headers=headers, max_size=None) as ws:
+    url = listen_url(url)
+    separator = "&" if urlsplit(url).query else "?"
+    async with websockets.connect(
+        f"{url}{separator}{urlencode(query)}", additional_headers=headers, max_size=None
+    ) as ws:
 
         async def send() -> None:
             t0 = time.monotonic()
@@ -90,7 +103,9 @@ async def stream_file(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file")
-    parser.add_argument("--url", default="ws://127.0.0.1:8000/v1/listen")
+    parser.add_argument(
+        "--url", default="ws://127.0.0.1:8000/v1/listen", help="the server (ws://host:port is enough; http:// works)"
+    )
     parser.add_argument("--fast", action="store_true", help="send as fast as possible, not at real-time pace")
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per websocket message (20-100 ms)")
     parser.add_argument("--json", action="store_true", help="print raw events as JSON lines")

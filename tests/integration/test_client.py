@@ -15,9 +15,10 @@ SENTENCE = "Thank you for calling customer support, how can I help you?"
 OTHER = "The children are playing football in the park."
 
 
-def run_client(path, live_server, *extra: str) -> str:
+def run_client(path, live_server, *extra: str, url: str | None = None) -> str:
+    url = url or f"{live_server.ws_url}/v1/listen"
     completed = subprocess.run(
-        [sys.executable, "-m", "clients.stream", str(path), "--url", f"{live_server.ws_url}/v1/listen", *extra],
+        [sys.executable, "-m", "clients.stream", str(path), "--url", url, *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -53,3 +54,21 @@ def test_client_real_time_pace_shows_partials(live_server, tmp_path):
     assert kinds[0] == "session.started" and kinds[-1] == "session.closed"
     assert "partial" in kinds and kinds.count("final") == 1
     assert kinds.index("partial") < kinds.index("final")
+
+
+def test_client_takes_the_server_address_as_the_server_prints_it(live_server, tmp_path):
+    path = tmp_path / "speech.wav"
+    sf.write(str(path), np.concatenate([synthesize(OTHER), silence(1.0)]), 16000, subtype="PCM_16")
+    address = live_server.ws_url.replace("ws://", "http://")  # no path: /v1/listen is implied
+    out = run_client(path, live_server, "--fast", url=address)
+    (text,) = re.findall(r"^\[\s*[\d.]+ → \s*[\d.]+\] (.*)$", out, flags=re.M)
+    assert wer(OTHER, text) <= 0.2, out
+
+
+def test_listen_url_fills_in_what_a_user_leaves_out():
+    from clients.stream import listen_url
+
+    assert listen_url("ws://127.0.0.1:8000") == "ws://127.0.0.1:8000/v1/listen"
+    assert listen_url("localhost:8000/") == "ws://localhost:8000/v1/listen"
+    assert listen_url("https://asr.example.com") == "wss://asr.example.com/v1/listen"
+    assert listen_url("ws://h:1/v1/listen?language=en") == "ws://h:1/v1/listen?language=en"
