@@ -3,11 +3,11 @@ asyncio driver in ``engine.py`` decides when to ask, the backend decides how to 
 
 Rules, in order:
 1. Finals first, oldest first: each ends somebody's wait for the text of an utterance that is over.
-2. A batch with finals takes nothing else. A batch's results come back together, and the backend encodes and
-   generates items of different encoder windows one group after another, so anything added to the finals
-   only adds its time to their wait. Measured at 8 streams on 2 cores: batches with finals took 0.33 s on
-   average when partials rode along (no partial longer than the longest final), 0.19 s without; final
-   latency p50 0.78-0.84 s -> 0.64-0.68 s.
+2. A batch with finals takes nothing else. A partial in the finals' model call (the backend makes one call per
+   encoder window) makes that call longer; in a call before theirs, it makes them wait; after theirs, it gains
+   nothing over the next batch. Measured at 8 streams on 2 cores, before calls were delivered one by one: batches
+   with finals took 0.33 s on average when partials rode along (no partial longer than the longest final), 0.19 s
+   without; final latency p50 0.78-0.84 s -> 0.64-0.68 s.
 3. Batches without finals share between offline (HTTP upload) chunks and streaming partials: while both are
    queued, the two kinds take turns filling a batch first, and offline chunks get at least ``offline_share``
    of each batch. A one-hour upload therefore never starves live streams, and live streams never stall an
