@@ -103,8 +103,9 @@ class BatchScheduler:
         share = min(self.offline_slots, len(self._offline))
         if uploads_first:
             self._take_uploads(batch, budget, share)
+        partials_up_to = size if uploads_first else size - share  # the uploads' share comes after them
         for key, job in list(self._partials.items()):
-            if len(batch) >= size - (0 if uploads_first else share) or not budget.admits(job):
+            if len(batch) >= partials_up_to or not budget.admits(job):
                 break
             batch.append(self._partials.pop(key))
         self._take_uploads(batch, budget, size - len(batch))
