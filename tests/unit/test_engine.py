@@ -64,6 +64,15 @@ def started_engine(backend: ScriptedBackend, max_batch_size: int, **options: int
     return engine
 
 
+def engine_failing_on_boom(backend: ScriptedBackend, max_batch_size: int) -> tuple[DecodeEngine, list[BatchReport]]:
+    """A started engine whose batches fail where a job's prompt holds "BOOM", and the reports it makes."""
+    engine = DecodeEngine(FaultInjectingBackend(backend, "BOOM"), BatchScheduler(max_batch_size=max_batch_size))
+    reports: list[BatchReport] = []
+    engine.observers.append(reports.append)
+    engine.start()
+    return engine, reports
+
+
 async def occupy(backend: ScriptedBackend, engine: DecodeEngine, first: DecodeJob) -> asyncio.Future[DecodeResult]:
     """Hold the model on ``first``, so that what is submitted next queues up behind it."""
     backend.gate.clear()
@@ -75,10 +84,7 @@ async def occupy(backend: ScriptedBackend, engine: DecodeEngine, first: DecodeJo
 def test_a_failing_batch_fails_only_its_own_jobs_and_the_engine_goes_on() -> None:
     async def scenario() -> None:
         inner = ScriptedBackend()
-        engine = DecodeEngine(FaultInjectingBackend(inner, "BOOM"), BatchScheduler(max_batch_size=2))
-        reports: list[BatchReport] = []
-        engine.observers.append(reports.append)
-        engine.start()
+        engine, reports = engine_failing_on_boom(inner, 2)
         first = [await occupy(inner, engine, job("a", "ok-1"))]  # then the queue forms batches of two, in order
         doomed = [engine.submit(job("b", "BOOM here")), engine.submit(job("c", "bystander"))]
         later = [engine.submit(job("d", "ok-2")), engine.submit(job("e", "ok-3"))]
@@ -190,10 +196,7 @@ class PerJobBackend(ScriptedBackend):
 def test_each_model_call_of_a_batch_delivers_its_results_at_once() -> None:
     async def scenario() -> None:
         backend = PerJobBackend()
-        engine = DecodeEngine(FaultInjectingBackend(backend, "BOOM"), BatchScheduler(max_batch_size=4))
-        reports: list[BatchReport] = []
-        engine.observers.append(reports.append)
-        engine.start()
+        engine, reports = engine_failing_on_boom(backend, 4)
         blocker = await occupy(backend, engine, job("x", "block"))
         fast, bad, slow = (
             engine.submit(job("a", "fast")),
