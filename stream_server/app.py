@@ -53,13 +53,24 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
 
             log.warning("TEST ONLY fault injection on: batches with %r in a prompt fail", settings.fail_decode_marker)
             model = FaultInjectingBackend(model, settings.fail_decode_marker)
-        scheduler = BatchScheduler(settings.max_batch_size, max_batch_audio_s=settings.max_batch_audio_s)
+        # the device a backend really runs on ("auto" resolved at load); an injected test backend counts as CPU
+        device = getattr(model, "device", "cpu")
+        scheduler = BatchScheduler(
+            settings.max_batch_size, max_batch_audio_s=settings.resolved_max_batch_audio_s(device)
+        )
         engine = DecodeEngine(model, scheduler, settings.max_wait_ms, settings.max_queue)
         engine.observers.append(metrics.on_batch)
         metrics.watch_queue_depth(lambda: engine.scheduler.queue_depth)
         engine.start()
         app.state.engine = engine
-        log.info("ready: model %s, max batch %d", model.model_id, settings.max_batch_size)
+        audio_cap = f"{scheduler.max_batch_audio_s:g} s" if scheduler.max_batch_audio_s else "no cap"
+        log.info(
+            "ready: model %s on %s, max batch %d (audio: %s)",
+            model.model_id,
+            device,
+            settings.max_batch_size,
+            audio_cap,
+        )
         try:
             yield
         finally:

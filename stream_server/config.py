@@ -53,8 +53,11 @@ class Settings(BaseSettings):
     # --- scheduler
     max_batch_size: int = Field(16, description="most items decoded in one model call")
     max_batch_audio_s: float = Field(
-        12.0,
-        description="audio seconds per batch of partials and uploads; finals are never held back (0: no cap)",
+        -1.0,
+        description=(
+            "audio seconds per batch of partials and uploads; finals are never held back"
+            " (0: no cap; -1: by device, 12 on CPU where the encoder's cost grows with the audio, no cap on CUDA)"
+        ),
     )
     max_wait_ms: float = Field(0.0, description="extra wait to fill a batch when the model is idle")
     max_queue: int = Field(2048, description="queued jobs beyond which new work is refused as overloaded")
@@ -106,6 +109,11 @@ class Settings(BaseSettings):
         if self.compute_type != "default":
             return self.compute_type
         return "float16" if device == "cuda" else "int8"
+
+    def resolved_max_batch_audio_s(self, device: str) -> float:
+        if self.max_batch_audio_s >= 0:
+            return self.max_batch_audio_s
+        return 0.0 if device == "cuda" else 12.0
 
     def all_api_keys(self) -> frozenset[str]:
         keys = {k for k in self.api_keys if k}

@@ -24,3 +24,14 @@ def test_unknown_command_is_refused_with_usage() -> None:
     done = subprocess.run([sys.executable, "-m", "stream_server", "serv"], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "usage: stream-server serve" in done.stderr
+
+
+def test_batch_audio_cap_follows_the_device_unless_set() -> None:
+    # the cap exists because a CPU encoder's cost grows with the audio in a batch; a GPU's barely does
+    default = Settings()
+    assert default.resolved_max_batch_audio_s("cpu") == 12.0
+    assert default.resolved_max_batch_audio_s("cuda") == 0.0
+    for chosen in (0.0, 20.0):
+        settings = Settings.from_cli(["--max-batch-audio-s", str(chosen)])
+        assert settings.resolved_max_batch_audio_s("cpu") == chosen
+        assert settings.resolved_max_batch_audio_s("cuda") == chosen
