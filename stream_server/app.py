@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.staticfiles import StaticFiles
+from threadpoolctl import threadpool_limits
 
 from .auth import ApiKeyAuth, require_api_key
 from .config import Settings
@@ -43,6 +44,11 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # numpy's BLAS (the mel filterbank product in every feature extraction) runs one thread per core and
+        # leaves them spinning after each call, beside CTranslate2's threads. One thread: on 2 cores the server
+        # went from 1.5 to 1.0 cores at 8 and 16 streams; on a 16-core GPU machine from 13.9 to 1.0 at 64
+        # streams, and it held twice the streams (that run also held OpenMP to one thread; README, GPU results).
+        blas_limit = threadpool_limits(1, user_api="blas")  # held: the limit lasts while the app runs
         model = backend
         if model is None:
             from .decode.whisper_ct2 import load_backend
@@ -77,6 +83,7 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
             if not app.state.sessions.draining:  # the CLI's DrainingServer drained them already
                 await app.state.sessions.drain(settings.shutdown_grace_s)
             await engine.stop()
+            blas_limit.restore_original_limits()
 
     auth = ApiKeyAuth(settings.all_api_keys())
     # the interactive docs would be open pages beside keyed routes: served only on a server without keys
