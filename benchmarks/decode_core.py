@@ -127,6 +127,7 @@ def run_core_benchmark(
         "model_load_s": round(load_s, 2),
         "device": device,
         "compute_type": compute_type,
+        "cpu_threads": backend.cpu_threads,
         "beam_size": beam_size,
         "temperatures": [0.0],
         "window_policies": {k: asdict(v) for k, v in _window_policies(settings).items()},

@@ -9,7 +9,7 @@ import pytest
 
 from stream_server.config import Settings
 from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
-from stream_server.decode.whisper_ct2 import PROMPT_BUCKETS, load_backend
+from stream_server.decode.whisper_ct2 import PROMPT_BUCKETS, available_cores, default_cpu_threads, load_backend
 
 from ..helpers import silence, synthesize, wer
 
@@ -135,3 +135,9 @@ def test_a_repetition_loop_keeps_one_copy_in_text_and_tokens(backend, clips):
     tidy = backend._tidy(item, looped_result, job.options)
     assert tidy.text == result.text + " as was frequently the case"
     assert item.tokenizer.decode(list(tidy.tokens)).strip() == tidy.text
+
+
+def test_default_cpu_threads_leave_a_core_for_the_event_loop(backend) -> None:
+    assert [default_cpu_threads(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert backend.cpu_threads == max(1, available_cores() - 1)  # built with Settings() defaults
+    assert load_backend(Settings(cpu_threads=3)).cpu_threads == 3
