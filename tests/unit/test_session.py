@@ -91,7 +91,7 @@ def test_two_utterances_are_cut_and_finalized_in_order():
     assert (final_one.utterance_id, final_one.text) == (0, "one")
     assert final_one.start == pytest.approx(0.0, abs=0.06) and final_one.end == pytest.approx(1.0, abs=0.06)
     (second,) = requests(out, final=True)
-    assert second.utterance_id == 1 and second.job.prompt_text == "one"
+    assert second.utterance_id == 1 and second.job.prompt_text == "One."  # the final as a sentence (prompt.py)
     out = session.receive_decode_result(second.job, result_for(second.job, "two"))
     assert [(e.utterance_id, e.text) for e in out if isinstance(e, Final)] == [(1, "two")]
 
@@ -160,10 +160,10 @@ def test_rolling_prompt_carries_text_and_resets_after_a_suspicious_final():
     assert first.job.prompt_text == ""
     session.receive_decode_result(first.job, result_for(first.job, "alpha beta."))
     (second,) = requests(session.receive_audio(chunk), final=True)
-    assert second.job.prompt_text == "alpha beta."
+    assert second.job.prompt_text == "Alpha beta."
     session.receive_decode_result(second.job, result_for(second.job, "gamma."))
     (third,) = requests(session.receive_audio(chunk), final=True)
-    assert third.job.prompt_text == "alpha beta. gamma."
+    assert third.job.prompt_text == "Alpha beta. Gamma."
     session.receive_decode_result(third.job, result_for(third.job, "la la la la", compression_ratio=3.1))
     (fourth,) = requests(session.receive_audio(chunk), final=True)
     assert fourth.job.prompt_text == ""
