@@ -11,13 +11,16 @@ Rules, in order:
 3. Batches without finals share between offline (HTTP upload) chunks and streaming partials: while both are
    queued, the two kinds take turns filling a batch first, and offline chunks get at least ``offline_share``
    of each batch. A one-hour upload therefore never starves live streams, and live streams never stall an
-   upload (without the turns, the audio budget of rule 5 would keep a 25 s upload chunk out of every batch
+   upload (without the turns, the audio budget of rule 6 would keep a 25 s upload chunk out of every batch
    that already had a partial).
 4. One queued partial per utterance: a newer partial replaces the queued one in place (keeping its place in
    line), and a final drops its utterance's queued partial. Replaced jobs are returned to the caller, which
    resolves their futures as superseded. ``cancel(owner)`` drops everything queued for a closed session or
    an abandoned request.
-5. A batch's cost is bounded, not only its size: the encoder's work grows with the seconds of audio it sees, and
+5. A final never waits behind more than one model call of partials or uploads: the engine runs a batch one call
+   at a time and, once a final is queued, hands the calls not yet run back with ``put_back`` (at the front of
+   their queues, their waiting time kept; a partial replaced meanwhile counts as superseded).
+6. A batch's cost is bounded, not only its size: the encoder's work grows with the seconds of audio it sees, and
    a final that arrives while a batch runs waits for that batch. ``max_batch_audio_s`` caps the audio (plus
    window margin) of a batch of partials and uploads (its first item always runs), so a batch of many long
    partials cannot hold the next final back; the partials left out are superseded by fresher ones meanwhile,
@@ -69,6 +72,30 @@ class BatchScheduler:
             self._partials[job.stream_key] = job
         else:
             self._offline.append(job)
+        self._superseded += len(superseded)
+        return superseded
+
+    @property
+    def finals_waiting(self) -> bool:
+        return bool(self._finals)
+
+    def put_back(self, jobs: list[DecodeJob]) -> list[DecodeJob]:
+        """Requeue jobs of a batch that were not run, ahead of what came in meanwhile (rule 5); returns the
+        partials that a newer partial of their utterance replaced while they were out (already dropped)."""
+        superseded: list[DecodeJob] = []
+        for job in reversed(jobs):
+            if job.kind is JobKind.FINAL:
+                self._finals.appendleft(job)
+            elif job.kind is JobKind.PARTIAL:
+                assert job.stream_key is not None
+                if job.stream_key in self._partials:
+                    superseded.append(job)
+                    continue
+                self._partials[job.stream_key] = job
+                self._partials.move_to_end(job.stream_key, last=False)
+            else:
+                self._offline.appendleft(job)
+        self._items -= len(jobs)  # counted in the batch that runs them, if one does
         self._superseded += len(superseded)
         return superseded
 

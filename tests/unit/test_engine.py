@@ -215,3 +215,53 @@ def test_each_model_call_of_a_batch_delivers_its_results_at_once() -> None:
         await engine.stop()
 
     run(scenario())
+
+
+class OneCallPerJob(ScriptedBackend):
+    """Splits every batch into one model call per job, as the real backend does for differing windows."""
+
+    def split(self, jobs: list[DecodeJob]) -> list[list[DecodeJob]]:
+        return [[j] for j in jobs]
+
+
+def test_a_final_queued_during_a_partial_batch_runs_before_its_remaining_calls() -> None:
+    async def main() -> tuple[list[list[str]], list[object], list[int]]:
+        backend = OneCallPerJob()
+        engine = started_engine(backend, max_batch_size=8)
+        reports: list[BatchReport] = []
+        engine.observers.append(reports.append)
+        backend.gate.clear()
+        partials = [engine.submit(job(f"s{i}", f"p{i}", JobKind.PARTIAL)) for i in range(3)]
+        await asyncio.sleep(0.05)  # the engine took the three as one batch; its first call waits on the gate
+        final = engine.submit(job("f", "final"))
+        backend.gate.set()
+        results = await settle([*partials, final])
+        await engine.stop()
+        texts = [[j.options.initial_prompt or "" for j in b] for b in backend.batches]
+        return texts, results, [len(r.jobs) for r in reports]
+
+    texts, results, report_sizes = run(main())
+    assert texts == [["p0"], ["final"], ["p1"], ["p2"]]
+    assert [r.text for r in results] == ["p0", "p1", "p2", "final"]  # type: ignore[attr-defined]
+    assert report_sizes == [1, 1, 2]  # a batch reports the jobs it ran, not those it handed back
+
+
+def test_a_partial_replaced_while_handed_back_is_superseded_not_run() -> None:
+    async def main() -> tuple[list[list[str]], list[object]]:
+        backend = OneCallPerJob()
+        engine = started_engine(backend, max_batch_size=8)
+        backend.gate.clear()
+        first = engine.submit(job("a", "a-old", JobKind.PARTIAL))
+        old = engine.submit(job("b", "b-old", JobKind.PARTIAL))
+        await asyncio.sleep(0.05)
+        newer = engine.submit(job("b", "b-new", JobKind.PARTIAL))
+        final = engine.submit(job("f", "final"))
+        backend.gate.set()
+        results = await settle([first, old, newer, final])
+        await engine.stop()
+        return [[j.options.initial_prompt or "" for j in b] for b in backend.batches], results
+
+    texts, results = run(main())
+    assert texts == [["a-old"], ["final"], ["b-new"]]
+    assert isinstance(results[1], Superseded)
+    assert [getattr(r, "text", None) for r in (results[0], results[2], results[3])] == ["a-old", "b-new", "final"]

@@ -134,3 +134,30 @@ def test_audio_budget_caps_partials_but_never_finals():
     assert s.next_batch() == partials[4:]
     s.add(long_job("huge", JobKind.PARTIAL, 40.0))
     assert len(s.next_batch()) == 1  # an item over the cap alone still runs
+
+
+def test_put_back_requeues_ahead_of_newcomers_and_drops_replaced_partials():
+    # the engine hands back the calls of a batch it did not run once a final is queued (rule 5)
+    s = BatchScheduler(max_batch_size=8)
+    a, b, upload = job("a", JobKind.PARTIAL), job("b", JobKind.PARTIAL), job("u", JobKind.OFFLINE)
+    for j in (a, b, upload):
+        s.add(j)
+    taken = s.next_batch()
+    assert set(map(id, taken)) == {id(a), id(b), id(upload)}
+    newer_b, c, final, later_upload = (
+        job("b", JobKind.PARTIAL),
+        job("c", JobKind.PARTIAL),
+        job("f", JobKind.FINAL),
+        job("v", JobKind.OFFLINE),
+    )
+    for j in (newer_b, c, final, later_upload):
+        s.add(j)
+    assert s.finals_waiting
+    assert s.put_back(taken) == [b]  # replaced while it was out: superseded, not run twice
+    assert s.next_batch() == [final]
+    assert not s.finals_waiting
+    rest = s.next_batch()
+    assert [j for j in rest if j.kind is JobKind.PARTIAL] == [a, newer_b, c]  # put back first, then newcomers
+    assert [j for j in rest if j.kind is JobKind.OFFLINE] == [upload, later_upload]
+    stats = s.stats()
+    assert stats.items == 1 + len(rest) and stats.superseded_partials == 1
