@@ -81,14 +81,15 @@ class BatchScheduler:
 
     def put_back(self, jobs: list[DecodeJob]) -> list[DecodeJob]:
         """Requeue jobs of a batch that were not run, ahead of what came in meanwhile (rule 5); returns the
-        partials that a newer partial of their utterance replaced while they were out (already dropped)."""
+        partials that a newer partial or the final of their utterance replaced while they were out (dropped)."""
         superseded: list[DecodeJob] = []
+        finals_of = {f.stream_key for f in self._finals}
         for job in reversed(jobs):
             if job.kind is JobKind.FINAL:
                 self._finals.appendleft(job)
             elif job.kind is JobKind.PARTIAL:
                 assert job.stream_key is not None
-                if job.stream_key in self._partials:
+                if job.stream_key in self._partials or job.stream_key in finals_of:
                     superseded.append(job)
                     continue
                 self._partials[job.stream_key] = job

@@ -144,20 +144,24 @@ def test_put_back_requeues_ahead_of_newcomers_and_drops_replaced_partials():
         s.add(j)
     taken = s.next_batch()
     assert set(map(id, taken)) == {id(a), id(b), id(upload)}
-    newer_b, c, final, later_upload = (
+    d = job("d", JobKind.PARTIAL)
+    s.add(d)
+    taken += s.next_batch()
+    newer_b, c, final, final_d, later_upload = (
         job("b", JobKind.PARTIAL),
         job("c", JobKind.PARTIAL),
         job("f", JobKind.FINAL),
+        job("d", JobKind.FINAL),  # d's utterance ended while its partial was out
         job("v", JobKind.OFFLINE),
     )
-    for j in (newer_b, c, final, later_upload):
+    for j in (newer_b, c, final, final_d, later_upload):
         s.add(j)
     assert s.finals_waiting
-    assert s.put_back(taken) == [b]  # replaced while it was out: superseded, not run twice
-    assert s.next_batch() == [final]
+    assert s.put_back(taken) == [d, b]  # replaced while out: superseded, not run
+    assert s.next_batch() == [final, final_d]
     assert not s.finals_waiting
     rest = s.next_batch()
     assert [j for j in rest if j.kind is JobKind.PARTIAL] == [a, newer_b, c]  # put back first, then newcomers
     assert [j for j in rest if j.kind is JobKind.OFFLINE] == [upload, later_upload]
     stats = s.stats()
-    assert stats.items == 1 + len(rest) and stats.superseded_partials == 1
+    assert stats.items == 2 + len(rest) and stats.superseded_partials == 2
