@@ -54,13 +54,13 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
             from .decode.whisper_ct2 import load_backend
 
             model = await asyncio.to_thread(load_backend, settings)
+        # the device a backend really runs on ("auto" resolved at load); an injected test backend counts as CPU
+        device = getattr(model, "device", "cpu")
         if settings.fail_decode_marker:
             from .faults import FaultInjectingBackend
 
             log.warning("TEST ONLY fault injection on: batches with %r in a prompt fail", settings.fail_decode_marker)
             model = FaultInjectingBackend(model, settings.fail_decode_marker)
-        # the device a backend really runs on ("auto" resolved at load); an injected test backend counts as CPU
-        device = getattr(model, "device", "cpu")
         scheduler = BatchScheduler(
             settings.max_batch_size, max_batch_audio_s=settings.resolved_max_batch_audio_s(device)
         )

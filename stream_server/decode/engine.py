@@ -84,8 +84,7 @@ class DecodeEngine:
         job = replace(job, enqueued_at=time.monotonic()) if job.enqueued_at == 0.0 else job
         future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
         self._futures[job.job_id] = future
-        for old in self.scheduler.add(job):
-            self._fail(old, Superseded(f"job {old.job_id} superseded"))
+        self._supersede(self.scheduler.add(job))
         self._wake.set()
         return future
 
@@ -173,9 +172,12 @@ class DecodeEngine:
                 live.append(job)
             else:
                 self._futures.pop(job.job_id, None)
-        for old in self.scheduler.put_back(live):
-            self._fail(old, Superseded(f"job {old.job_id} superseded"))
+        self._supersede(self.scheduler.put_back(live))
         self._wake.set()
+
+    def _supersede(self, jobs: list[DecodeJob]) -> None:
+        for job in jobs:
+            self._fail(job, Superseded(f"job {job.job_id} superseded"))
 
     def _fail(self, job: DecodeJob, exc: Exception) -> None:
         future = self._futures.pop(job.job_id, None)

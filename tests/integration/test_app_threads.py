@@ -11,7 +11,6 @@ import sys
 # numpy BLAS and OpenMP pools before, while running and after shutdown.
 PROBE = """
 import json
-import os
 import ctranslate2  # CTranslate2's OpenMP runtime is loaded: its pool must stay as it is
 from starlette.testclient import TestClient
 from threadpoolctl import threadpool_info
