@@ -165,3 +165,21 @@ def test_put_back_requeues_ahead_of_newcomers_and_drops_replaced_partials():
     assert [j for j in rest if j.kind is JobKind.OFFLINE] == [upload, later_upload]
     stats = s.stats()
     assert stats.items == 2 + len(rest) and stats.superseded_partials == 2
+
+
+def test_a_queued_speculative_final_is_dropped_once_its_utterance_moves_on():
+    """The session asks for a final at every pause long enough to end the utterance; one still queued when a
+    newer job of the same utterance arrives is moot."""
+    s = BatchScheduler(max_batch_size=8)
+    first_pause, other = job("a", JobKind.FINAL, 3), job("b", JobKind.FINAL, 3)
+    s.add(first_pause)
+    s.add(other)
+    resumed = job("a", JobKind.PARTIAL, 3)  # the speaker went on
+    assert s.add(resumed) == [first_pause]
+    second_pause = job("a", JobKind.FINAL, 3)
+    assert s.add(second_pause) == [resumed]
+    real_end = job("a", JobKind.FINAL, 3)  # the end came at another point: its own final
+    assert s.add(real_end) == [second_pause]
+    assert s.add(job("a", JobKind.FINAL, 4)) == []  # the next utterance leaves it alone
+    assert s.next_batch()[:2] == [other, real_end]
+    assert s.stats().superseded_partials == 3
