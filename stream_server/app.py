@@ -64,7 +64,9 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
         scheduler = BatchScheduler(
             settings.max_batch_size, max_batch_audio_s=settings.resolved_max_batch_audio_s(device)
         )
-        engine = DecodeEngine(model, scheduler, settings.max_wait_ms, settings.max_queue)
+        engine = DecodeEngine(
+            model, scheduler, settings.max_wait_ms, settings.max_queue, extras_max_load=settings.extras_max_load
+        )
         engine.observers.append(metrics.on_batch)
         metrics.watch_queue_depth(lambda: engine.scheduler.queue_depth)
         engine.start()

@@ -42,12 +42,30 @@ class Settings(BaseSettings):
         description="CTranslate2 intra-op threads; 0 = one fewer than the cores, at least 1 (the event loop keeps one)",
     )
     final_beam_size: int = Field(
-        1, description="beam size for stream finals (beam 5: streamed WER 9.3% -> 8.6%, half the streams on 2 cores)"
+        1,
+        description="beam size for stream finals when the server is busy (and always, without --idle-final-beam-size)",
     )
     upload_beam_size: int = Field(
         5, description="beam size for HTTP uploads (measured on 4 long files: WER 9.4% -> 8.2%, 40% slower)"
     )
     partial_beam_size: int = Field(1, description="beam size for partials (greedy by default)")
+    final_context_s: float = Field(
+        10.0,
+        description=(
+            "seconds of earlier speech a stream final's decode also hears, its text forced first, while the server "
+            "is not busy (0: never)"
+        ),
+    )
+    idle_final_beam_size: int = Field(
+        5, description="beam size for stream finals while the server is not busy (0: off)"
+    )
+    extras_max_load: float = Field(
+        0.5,
+        description=(
+            "finals keep their context and idle beam while finals with them would take at most this share "
+            "of the model's time (and they neither wait nor queue together)"
+        ),
+    )
     min_window_s: float = Field(4.0, description="shortest encoder window (seconds of features)")
     window_margin_s: float = Field(1.0, description="silence kept after the audio inside the encoder window")
     window_step_s: float = Field(2.0, description="encoder windows are rounded up to a multiple of this")

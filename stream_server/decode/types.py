@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -55,6 +55,14 @@ class DecodeJob:
 
     ``owner`` groups jobs for cancellation (a session id or an HTTP request id). ``stream_key`` names the
     utterance a partial belongs to, so a newer partial replaces a queued older one.
+
+    Acoustic context: the first ``context_samples`` of ``audio`` may be earlier speech of the same stream whose
+    final text, ``context_text``, is already settled. The backend forces that text as the start of the
+    transcript and returns only what follows it: Whisper then hears the utterance the way it was trained, in
+    the middle of a window whose beginning it has already transcribed.
+
+    Context, and ``options`` where ``busy_options`` is set, are what a server with time to spare spends on a
+    job; ``economy()`` is the job as a busy server decodes it (``engine.py`` decides).
     """
 
     owner: str
@@ -65,10 +73,43 @@ class DecodeJob:
     stream_key: tuple[str, int, int] | None = None  # (owner, channel, utterance_id)
     enqueued_at: float = 0.0  # time.monotonic() when submitted
     job_id: int = field(default_factory=lambda: next(_job_ids))
+    context_samples: int = 0  # leading samples of ``audio`` that are already transcribed context
+    context_text: str = ""  # their final text
+    busy_options: DecodeOptions | None = None  # how to decode it when the server is busy (None: ``options``)
 
     @property
     def duration_s(self) -> float:
+        """Seconds the encoder hears, context included (what a decode costs)."""
         return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def own_audio(self) -> np.ndarray:
+        """The audio this job transcribes: ``audio`` after its context."""
+        return self.audio[self.context_samples :]
+
+    @property
+    def own_s(self) -> float:
+        """Seconds of audio this job transcribes (its result's text and word times cover this)."""
+        return (len(self.audio) - self.context_samples) / SAMPLE_RATE
+
+    def without_context(self) -> DecodeJob:
+        """The same job on its own audio alone, with its context's text moved back into the prompt."""
+        if not self.context_samples:
+            return self
+        prompt = f"{self.prompt_text} {self.context_text}".strip()
+        return replace(self, audio=self.own_audio, prompt_text=prompt, context_samples=0, context_text="")
+
+    @property
+    def has_extras(self) -> bool:
+        """Whether a busy server would decode it more cheaply (``economy``)."""
+        return bool(self.context_samples) or (self.busy_options is not None and self.busy_options != self.options)
+
+    def economy(self) -> DecodeJob:
+        """The job as a busy server decodes it: without context, with ``busy_options``. Same ``job_id``."""
+        job = self.without_context()
+        if self.busy_options is not None:
+            job = replace(job, options=self.busy_options, busy_options=None)
+        return job
 
 
 @dataclass(frozen=True)
@@ -111,5 +152,5 @@ class BatchStats:
     max_batch_size_seen: int
     max_owners_in_batch: int
     queue_depth: int
-    superseded_partials: int
+    superseded_partials: int  # partials replaced by newer ones, and speculative finals overtaken by speech
     batch_size_histogram: dict[int, int]

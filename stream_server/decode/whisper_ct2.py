@@ -15,6 +15,11 @@ Griffiths", batched with a longer final in a 6 s window "by"; short unclear frag
 Items failing Whisper's quality checks (compression ratio, average log-probability) are decoded again at the
 next temperature, only those items, as one sub-batch.
 
+A job with acoustic context (``DecodeJob.context_*``: earlier speech in front of its audio, with that speech's
+final text) has the text forced after the task tokens, as faster-whisper forces a ``prefix``; the result, its
+scores and its word times cover only what follows. Items with and without context share a call when their
+windows and prompt lengths match (CTranslate2 takes prefixes of any length in one batch).
+
 Trimmed windows. CTranslate2 accepts mel windows shorter than Whisper's 3000 frames (30 s) and refuses longer
 ones, so the encoder can see just the utterance. Measured here (tiny.en int8, 2 cores, ctranslate2 4.8.5) on the
 50 LibriSpeech utterances of ../shared/audio (2-12 s), greedy, batches of 8: padded to 30 s 26.5 s and WER 9.6%;
@@ -103,14 +108,18 @@ class WindowPolicy:
 # prompt is never cut (up to Whisper's limit): sessions with one group by its length.
 PROMPT_BUCKETS = (0, 8, 16, 32, 64, 128)
 MAX_PREVIOUS_TOKENS = 223  # Whisper's n_text_ctx // 2 - 1
+# A context's text is forced into the 448-token decoder context after the prompt; past this it would crowd out
+# the transcript (25 s of fast read speech is about 90 tokens).
+MAX_CONTEXT_TOKENS = 128
 
 
 @dataclass
 class _Item:
     job: DecodeJob
     features: np.ndarray  # [n_mels, content_frames]
-    prompt: list[int]
+    prompt: list[int]  # ends with ``prefix``
     tokenizer: Tokenizer
+    prefix: list[int]  # the context's text, forced after the task tokens (empty: no context)
 
 
 class WhisperBackend:
@@ -159,12 +168,24 @@ class WhisperBackend:
 
     def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
         results: dict[int, DecodeResult] = {}
-        for group in self._groups(jobs):
+        for group in self._groups([self._fit_context(job) for job in jobs]):
             for (job, _), result in zip(group, self._decode_group(group)):
                 results[job.job_id] = result
         return [results[job.job_id] for job in jobs]
 
     # --- internals
+
+    def _fit_context(self, job: DecodeJob) -> DecodeJob:
+        """``job`` itself, or without its context where the context's text would crowd the transcript out of
+        Whisper's 448 tokens or the audio would not fit one window with its margin (the session keeps within
+        both; this guards other callers)."""
+        if not job.context_samples:
+            return job
+        tokens = len(self.tokenizer(job.options.task, job.options.language).encode(" " + job.context_text.strip()))
+        window_s = len(job.audio) / SAMPLE_RATE + self.window.margin_s
+        if tokens > MAX_CONTEXT_TOKENS or window_s > FULL_WINDOW_FRAMES / 100 or not job.context_text.strip():
+            return job.without_context()
+        return job
 
     def _groups(self, jobs: list[DecodeJob]) -> list[list[tuple[DecodeJob, list[int]]]]:
         """Jobs that share one encode and one generate: same way of generating, prompt length and encoder
@@ -251,7 +272,8 @@ class WhisperBackend:
         items = []
         for (job, previous), f, lang in zip(group, feats, self._languages(jobs, encoder_output)):
             tok = self.tokenizer(job.options.task, lang)
-            items.append(_Item(job, f, self._prompt(tok, previous), tok))
+            prefix = tok.encode(" " + job.context_text.strip()) if job.context_samples else []
+            items.append(_Item(job, f, self._prompt(tok, previous) + prefix, tok, prefix))
         return items, encoder_output
 
     def items_for(self, jobs: list[DecodeJob]) -> list[_Item]:
@@ -295,9 +317,13 @@ class WhisperBackend:
         )
         results = []
         for item, out in zip(items, outputs):
-            tokens = [t for t in out.sequences_ids[0] if t < item.tokenizer.eot]
+            # the sequence starts with the forced prefix; CTranslate2 scores only the tokens after it (and the
+            # end of text) but divides their sum by the whole length
+            sequence = out.sequences_ids[0]
+            tokens = [t for t in sequence[len(item.prefix) :] if t < item.tokenizer.eot]
             text = item.tokenizer.decode(tokens).strip()
-            avg_logprob = out.scores[0] * (len(tokens) or 1) / (len(tokens) + 1) if tokens else out.scores[0]
+            cumulative = out.scores[0] * max(1, len(sequence))
+            avg_logprob = cumulative / (len(tokens) + 1) if tokens else out.scores[0]
             results.append(
                 DecodeResult(
                     job_id=item.job.job_id,
@@ -323,7 +349,7 @@ class WhisperBackend:
     def _tidy(self, item: _Item, result: DecodeResult, options: DecodeOptions) -> DecodeResult:
         """One copy of a repetition loop (``repeats.py``; tokens follow the text, so word timestamps do too),
         then the silence check."""
-        text = drop_repeats(result.text, item.job.duration_s)
+        text = drop_repeats(result.text, item.job.own_s)
         if text != result.text:
             result = _with_text(item, result, text)
         return self._silence_check(result, options)
@@ -342,7 +368,7 @@ class WhisperBackend:
                 and job.prompt_text.strip()
                 and not r.looks_silent(job.options)
             ):
-                retries.append((i, _derived_job(job, job.audio, "")))
+                retries.append((i, _derived_job(job, job.own_audio, "")))
         if not retries:
             return results
         out = list(results)
@@ -368,8 +394,8 @@ class WhisperBackend:
             for i, (item, r) in enumerate(zip(items, results))
             if item.job.kind is not JobKind.PARTIAL
             and r.tokens
-            and item.job.duration_s >= EARLY_STOP_MIN_AUDIO_S
-            and len(r.text) < EARLY_STOP_CHARS_PER_S * item.job.duration_s
+            and item.job.own_s >= EARLY_STOP_MIN_AUDIO_S
+            and len(r.text) < EARLY_STOP_CHARS_PER_S * item.job.own_s
         ]
         if not suspects:
             return results
@@ -379,9 +405,10 @@ class WhisperBackend:
             # punctuation is aligned on its own and soaks up the silence after it: the last word decides
             last_end = max((float(a["end"]) for a in alignment if any(c.isalnum() for c in a["word"])), default=0.0)
             # at least 1 s must be covered, so every continuation is shorter than the job it continues
-            if last_end < 1.0 or job.duration_s - last_end < EARLY_STOP_MIN_REST_S:
+            if last_end < 1.0 or job.own_s - last_end < EARLY_STOP_MIN_REST_S:
                 continue
-            rest = _derived_job(job, job.audio[int(last_end * SAMPLE_RATE) :], f"{job.prompt_text} {results[i].text}")
+            prompt = f"{job.prompt_text} {job.context_text} {results[i].text}"
+            rest = _derived_job(job, job.own_audio[int(last_end * SAMPLE_RATE) :], prompt)
             rests.append((i, rest))
         if not rests:
             return results
@@ -397,7 +424,11 @@ class WhisperBackend:
     def _align(
         self, items: list[_Item], results: list[DecodeResult], indices: list[int], window: int
     ) -> dict[int, list[dict]]:
-        """faster-whisper's word alignment of ``results[i].tokens`` to item ``i``'s audio, for ``indices``."""
+        """faster-whisper's word alignment of ``results[i].tokens`` to item ``i``'s own audio, for ``indices``.
+
+        An item with context is aligned with its context's text in front, over the whole window (the alignment
+        heads follow the text through the audio); the context's words are then dropped and the times made
+        relative to the item's own audio."""
         by_language: dict[str, list[int]] = defaultdict(list)
         for i in indices:
             by_language[results[i].language].append(i)
@@ -406,11 +437,12 @@ class WhisperBackend:
             encoder_output = self._encode([items[i].features for i in group], window)
             alignments = self._fw.find_alignment(
                 items[group[0]].tokenizer,
-                [list(results[i].tokens) for i in group],
+                [items[i].prefix + list(results[i].tokens) for i in group],
                 encoder_output,
                 [min(items[i].features.shape[1], window) for i in group],
             )
-            aligned.update(zip(group, alignments))
+            for i, alignment in zip(group, alignments):
+                aligned[i] = _own_words(alignment, len(items[i].prefix), items[i].job.context_samples / SAMPLE_RATE)
         return aligned
 
     def _add_words(self, items: list[_Item], results: list[DecodeResult], window: int) -> list[DecodeResult]:
@@ -427,6 +459,19 @@ class WhisperBackend:
             )
             out[i] = replace(results[i], words=words)
         return out
+
+
+def _own_words(alignment: list[dict], prefix_tokens: int, offset_s: float) -> list[dict]:
+    """The words of an alignment after its first ``prefix_tokens`` tokens, timed from ``offset_s``."""
+    if not prefix_tokens:
+        return alignment
+    words, seen = [], 0
+    for word in alignment:
+        seen += len(word["tokens"])
+        if seen > prefix_tokens:
+            start = max(0.0, float(word["start"]) - offset_s)
+            words.append({**word, "start": start, "end": max(start, float(word["end"]) - offset_s)})
+    return words
 
 
 def _with_text(item: _Item, result: DecodeResult, text: str) -> DecodeResult:

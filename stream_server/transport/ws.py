@@ -420,4 +420,6 @@ def stream_defaults(settings: Any) -> StreamConfig:
         prompt_reset_silence_s=settings.prompt_reset_silence_s,
         final_beam_size=settings.final_beam_size,
         partial_beam_size=settings.partial_beam_size,
+        final_context_s=settings.final_context_s,
+        idle_final_beam_size=settings.idle_final_beam_size,
     )

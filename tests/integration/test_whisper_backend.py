@@ -141,3 +141,68 @@ def test_default_cpu_threads_leave_a_core_for_the_event_loop(backend) -> None:
     assert [default_cpu_threads(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
     assert backend.cpu_threads == max(1, available_cores() - 1)  # built with Settings() defaults
     assert load_backend(Settings(cpu_threads=3)).cpu_threads == 3
+
+
+def context_job(clips, options: DecodeOptions, context_text: str | None = None) -> DecodeJob:
+    """The second sentence, with the first one's audio and text in front of it as acoustic context."""
+    context = clips[0]
+    return DecodeJob(
+        "c",
+        JobKind.FINAL,
+        np.concatenate([context, clips[1]]),
+        options,
+        prompt_text="Hello.",
+        context_samples=len(context),
+        context_text=SENTENCES[0] if context_text is None else context_text,
+    )
+
+
+def test_a_final_with_context_returns_only_its_own_text_and_words(backend, clips):
+    job = context_job(clips, DecodeOptions(temperatures=(0.0, 0.2), word_timestamps=True))
+    (result,) = backend.decode_batch([job])
+    assert wer(SENTENCES[1], result.text) <= 0.2, result.text  # not the context's words again
+    assert item_text(backend, job, result) == result.text
+    assert [w.word.strip() for w in result.words] == result.text.split()
+    own_s = len(clips[1]) / 16000
+    assert all(0 <= w.start <= w.end <= own_s + 0.1 for w in result.words)  # times from the job's own audio
+    assert result.words[0].start < 1.0 and result.words[-1].end > own_s - 1.5
+    # scored on its own tokens: as sure of itself as without the context
+    (alone,) = backend.decode_batch([job.without_context()])
+    assert wer(SENTENCES[1], alone.text) <= 0.2, alone.text
+    assert -0.5 < result.avg_logprob < 0 and abs(result.avg_logprob - alone.avg_logprob) < 0.3
+
+
+def item_text(backend, job, result) -> str:
+    (item,) = backend.items_for([job])
+    return item.tokenizer.decode(list(result.tokens)).strip()
+
+
+def test_items_with_and_without_context_batch_together_as_they_decode_alone(backend, clips):
+    options = DecodeOptions(temperatures=(0.0, 0.2))
+    with_context = context_job(clips, options)
+    padded = np.concatenate([clips[3], np.zeros(len(with_context.audio) - len(clips[3]), dtype=np.float32)])
+    plain = DecodeJob("p", JobKind.FINAL, padded, options, prompt_text="Hello.")
+    assert backend.window.frames_for(len(plain.audio)) == backend.window.frames_for(len(with_context.audio))
+    assert len(backend.split([with_context, plain])) == 1  # one model call
+    batched = backend.decode_batch([with_context, plain])
+    single = [backend.decode_batch([job])[0] for job in (with_context, plain)]
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert wer(SENTENCES[1], batched[0].text) <= 0.2 and wer(SENTENCES[3], batched[1].text) <= 0.2
+
+
+def test_a_context_too_long_for_the_window_or_the_text_budget_is_dropped(backend, clips):
+    options = DecodeOptions()
+    too_long_audio = replace(
+        context_job(clips, options),
+        audio=np.concatenate([silence(26.0), clips[0], clips[1]]),
+        context_samples=int(26.0 * 16000) + len(clips[0]),
+    )
+    too_many_words = context_job(clips, options, context_text=" ".join(SENTENCES * 12))
+    for job in (too_long_audio, too_many_words):
+        fitted = backend._fit_context(job)
+        assert fitted.context_samples == 0 and fitted.prompt_text == f"Hello. {job.context_text}"
+        np.testing.assert_array_equal(fitted.audio, clips[1])
+        (result,) = backend.decode_batch([job])
+        assert wer(SENTENCES[1], result.text) <= 0.2, result.text
+    fits = context_job(clips, options)
+    assert backend._fit_context(fits) is fits

@@ -265,3 +265,61 @@ def test_a_partial_replaced_while_handed_back_is_superseded_not_run() -> None:
     assert texts == [["a-old"], ["final"], ["b-new"]]
     assert isinstance(results[1], Superseded)
     assert [getattr(r, "text", None) for r in (results[0], results[2], results[3])] == ["a-old", "b-new", "final"]
+
+
+def with_extras(owner: str, utterance: int = 0) -> DecodeJob:
+    """A final as a session with context and an idle beam asks for it: 0.1 s of context, beam 5, greedy when busy."""
+    return DecodeJob(
+        owner=owner,
+        kind=JobKind.FINAL,
+        audio=np.zeros(3200, dtype=np.float32),
+        options=DecodeOptions(beam_size=5),
+        busy_options=DecodeOptions(beam_size=1),
+        prompt_text="Earlier.",
+        stream_key=(owner, 0, utterance),
+        context_samples=1600,
+        context_text="Before.",
+    )
+
+
+def test_a_lone_final_keeps_its_extras_and_finals_queued_together_are_decoded_plainly():
+    async def scenario():
+        backend = ScriptedBackend()
+        engine = started_engine(backend, max_batch_size=8)
+        alone = with_extras("a")
+        await settle([engine.submit(alone)])
+        (ran,) = backend.batches[-1]
+        assert ran is not alone and ran.job_id == alone.job_id  # the job itself, as submitted (enqueue time set)
+        assert ran.context_samples == 1600 and ran.options.beam_size == 5
+
+        blocker = await occupy(backend, engine, job("x", kind=JobKind.PARTIAL))
+        together = [with_extras("b"), with_extras("c")]
+        futures = [engine.submit(j) for j in together]
+        backend.gate.set()
+        await settle([blocker, *futures])
+        batch = backend.batches[-1]
+        assert [j.job_id for j in batch] == [j.job_id for j in together]
+        for plain in batch:  # own audio, the context's text back in the prompt, the busy beam
+            assert plain.context_samples == 0 and len(plain.audio) == 1600
+            assert plain.prompt_text == "Earlier. Before." and plain.options.beam_size == 1
+        await engine.stop()
+
+    run(scenario())
+
+
+def test_extras_are_dropped_while_finals_with_them_would_keep_the_model_busy():
+    async def scenario():
+        backend = ScriptedBackend()
+        engine = started_engine(backend, max_batch_size=8, extras_max_load=0.5)
+        await settle([engine.submit(with_extras("a", 0))])
+        assert backend.batches[-1][0].context_samples  # alone and idle: kept
+        engine._extras_call_s = 0.2  # as if each call of finals with extras took 0.2 s
+        for utterance in range(1, 4):  # 4 finals in the rate window: 0.4 finals/s * 0.2 s = 0.08
+            await settle([engine.submit(with_extras("a", utterance))])
+        assert backend.batches[-1][0].context_samples
+        engine._extras_call_s = 2.0  # ... 0.4/s * 2 s = 0.8 of the model's time: too much
+        await settle([engine.submit(with_extras("a", 9))])
+        assert backend.batches[-1][0].context_samples == 0 and backend.batches[-1][0].options.beam_size == 1
+        await engine.stop()
+
+    run(scenario())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from stream_server.session.agreement import StablePrefix
 from stream_server.session.prompt import RollingPrompt
 
@@ -42,3 +45,31 @@ def test_rolling_prompt_holds_finals_as_sentences():
     for i, text in enumerate(["by Arthur Griffiths.", "Section 5", "newgate down to 1818,", "part two", "Really?"]):
         prompt.commit(text, end_s=float(i), suspicious=False)
     assert prompt.text(now_s=5.0) == "By Arthur Griffiths. Section 5. Newgate down to 1818, part two. Really?"
+
+
+def test_rolling_prompt_splits_off_the_newest_finals_for_a_context():
+    prompt = RollingPrompt(max_tokens=100)
+    for start, text in [(0.0, "one"), (2.0, "two"), (4.0, ""), (5.0, "three?")]:
+        prompt.commit(text, end_s=start + 1.0, suspicious=False, start_s=start)
+    assert prompt.starts(now_s=6.0) == [0.0, 2.0, 5.0]  # an empty final leaves nothing to force
+    assert prompt.split(2.0, now_s=6.0) == ("One.", "Two. Three?")
+    assert prompt.split(0.0, now_s=6.0) == ("", "One. Two. Three?")
+    assert prompt.text(now_s=6.0) == "One. Two. Three?"
+    assert prompt.starts(now_s=60.0) == []  # a long silence drops them all
+
+
+def test_audio_history_keeps_the_newest_samples_by_absolute_index():
+    from stream_server.session.history import AudioHistory
+
+    history = AudioHistory(seconds=0.001)  # 16 samples
+    sent = (np.arange(-20, 20, dtype=np.int16) * 1000).astype(np.float32) / 32768
+    for chunk in np.array_split(sent, 7):  # wraps around the ring several times
+        history.push(chunk)
+    assert (history.start, history.end) == (24, 40)
+    np.testing.assert_array_equal(history.audio(24, 40), sent[24:40])  # 16-bit audio comes back exactly
+    np.testing.assert_array_equal(history.audio(30, 33), sent[30:33])
+    with pytest.raises(ValueError):
+        history.audio(20, 30)  # already overwritten
+    history.push(np.ones(100, dtype=np.float32) * 2.0)  # one push larger than the ring; clipped to full scale
+    assert (history.start, history.end) == (124, 140)
+    assert np.all(history.audio(124, 140) == 32767 / 32768)
