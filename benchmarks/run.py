@@ -235,11 +235,15 @@ def attach_wer_summary(system: dict[str, Any], offline: dict[Any, str], recordin
     """Pooled streaming WER over every client the system served, and faster-whisper offline on the same audio."""
     stream_pairs, offline_pairs = [], []
     for level in system.get("levels", []):
+        level_offline = []
         for client in level["per_client"]:
             key = (client["source"], round(client["offset_s"], 3))
             stream_pairs.append((client["reference"], client["transcript"]))
             if key in offline:
                 offline_pairs.append((client["reference"], offline[key]))
+                level_offline.append((client["reference"], offline[key]))
+        # the same level's clients offline: accuracy by load (ours keeps its extras only when not busy)
+        level["offline_wer_same_audio"] = metrics.rounded(metrics.corpus_wer(level_offline)) if level_offline else None
     system["wer_pooled"] = metrics.rounded(metrics.corpus_wer(stream_pairs)) if stream_pairs else None
     system["offline_faster_whisper_wer_same_audio"] = (
         metrics.rounded(metrics.corpus_wer(offline_pairs)) if offline_pairs else None
@@ -455,9 +459,16 @@ def main(argv: list[str] | None = None) -> int:
                 "engine": "faster-whisper WhisperModel.transcribe, beam 5",
                 "excerpts": len(distinct),
                 "seconds": round(time.monotonic() - t0, 1),
+                "texts": [{"source": src, "offset_s": off, "text": text} for (src, off), text in offline.items()],
             }
-            for system in result["systems"].values():
+            for name, system in result["systems"].items():
                 attach_wer_summary(system, offline, recordings, plan)
+                by_level = "  ".join(
+                    f"N={lv['clients']} {metrics.pct(lv['wer'])}/{metrics.pct(lv.get('offline_wer_same_audio'))}"
+                    for lv in system.get("levels", [])
+                )
+                if by_level:
+                    _log(f"[wer] {name:15s} streamed/offline by level: {by_level}")
         result["summary"] = summarize(result["systems"])
         result["summary_markdown"] = markdown_table(result["summary"], args.endpointing_ms)
     except KeyboardInterrupt:

@@ -243,3 +243,22 @@ def test_scheduler_delta_from_status_snapshots():
     delta = scheduler_delta(before, after)
     assert delta["batches"] == 4 and delta["items"] == 12 and delta["mean_batch_size"] == 3.0
     assert delta["batch_size_histogram"] == {"4": 3, "10": 1}
+
+
+def test_wer_summary_compares_each_level_with_offline_on_its_own_clients():
+    from benchmarks.run import Plan, attach_wer_summary
+
+    def client(offset: float, transcript: str) -> dict:
+        return {"source": "a.wav", "offset_s": offset, "reference": "red green blue gray", "transcript": transcript}
+
+    system = {
+        "levels": [
+            {"clients": 1, "per_client": [client(0.0, "red green blue gray")]},
+            {"clients": 2, "per_client": [client(0.0, "red green blue"), client(5.0, "red green glue gray")]},
+        ]
+    }
+    offline = {("a.wav", 0.0): "red green blue gray", ("a.wav", 5.0): "red grin blue grab"}
+    attach_wer_summary(system, offline, [], Plan.for_mode(True))
+    assert [lv["offline_wer_same_audio"] for lv in system["levels"]] == [0.0, 0.25]
+    assert system["wer_pooled"] == pytest.approx(2 / 12, abs=1e-3)
+    assert system["offline_faster_whisper_wer_same_audio"] == pytest.approx(2 / 12, abs=1e-3)
