@@ -9,7 +9,8 @@ docs/README-operations.md):
   final queued to its socket), ``stream_backpressure_total`` (times a session was throttled).
 - ``errors_total{transport,code}``: every error reported to a client, websocket or HTTP, by stable code.
 - ``decode_batch_size``, ``decode_queue_wait_seconds``, ``decode_batch_seconds``, ``decode_failed_batches_total``,
-  ``decode_queue_depth`` (gauge).
+  ``decode_queue_depth`` (gauge), ``decode_final_extras_total{outcome}`` (finals with context / idle beam:
+  ``kept``, or ``dropped`` because the server was busy).
 - ``http_transcription_requests_total{endpoint,status}``.
 """
 
@@ -54,6 +55,12 @@ class Metrics:
         )
         self.failed_batches = Counter("decode_failed_batches_total", "Batches that raised", registry=r)
         self.queue_depth = Gauge("decode_queue_depth", "Decode jobs waiting for a batch", registry=r)
+        self.final_extras = Counter(
+            "decode_final_extras_total",
+            "Finals offered context / idle beam: kept, or dropped because the server was busy",
+            ["outcome"],
+            registry=r,
+        )
         self.final_latency = Histogram(
             "stream_final_latency_seconds",
             "Time from an utterance's final decode job being submitted to its final being queued to the socket",
@@ -98,3 +105,7 @@ class Metrics:
             self.queue_wait.observe(wait)
         if report.failed:
             self.failed_batches.inc()
+        if report.extras_kept:
+            self.final_extras.labels("kept").inc(report.extras_kept)
+        if report.extras_dropped:
+            self.final_extras.labels("dropped").inc(report.extras_dropped)

@@ -38,6 +38,8 @@ class BatchReport:
     queue_wait_s: tuple[float, ...]
     run_s: float
     failed: bool
+    extras_kept: int = 0  # finals decoded with their context / idle beam
+    extras_dropped: int = 0  # finals that had them but were decoded as their economy()
 
 
 BatchObserver = Callable[[BatchReport], None]
@@ -123,7 +125,9 @@ class DecodeEngine:
             if not batch:
                 continue
             started = time.monotonic()
+            offered = sum(job.has_extras for job in batch)
             batch = self._economize(batch, started)
+            kept = sum(job.has_extras for job in batch)
             self.busy = True
             try:
                 failed, ran = await self._decode(loop, batch)
@@ -131,7 +135,7 @@ class DecodeEngine:
                 self.busy = False
                 self.last_batch_at = time.monotonic()
             waits = tuple(started - j.enqueued_at for j in ran)
-            report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed)
+            report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed, kept, offered - kept)
             for observer in self.observers:
                 try:
                     observer(report)

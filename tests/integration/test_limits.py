@@ -413,6 +413,7 @@ def test_metrics_follow_a_session(loaded: ServerHandle, sentence_audio: list[np.
         "audio": ("stream_audio_seconds_total", {}),
         "batches": ("decode_batch_size_count", {}),
         "waits": ("decode_queue_wait_seconds_count", {}),
+        "extras": ("decode_final_extras_total", {"outcome": "kept"}),  # an idle server: beam 5 for the final
     }
     before = {k: metric_value(loaded, name, **labels) for k, (name, labels) in names.items()}
     audio = np.concatenate([sentence_audio[2], silence(1.0)])
@@ -430,6 +431,7 @@ def test_metrics_follow_a_session(loaded: ServerHandle, sentence_audio: list[np.
     assert after["latency"] - before["latency"] == 1  # one observation per final
     assert after["audio"] - before["audio"] == pytest.approx(len(audio) / 16000, abs=0.05)
     assert after["batches"] > before["batches"] and after["waits"] > before["waits"]
+    assert after["extras"] > before["extras"]
     assert metric_value(loaded, "stream_active_sessions") == 0
 
 
