@@ -73,11 +73,13 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
         app.state.engine = engine
         audio_cap = f"{scheduler.max_batch_audio_s:g} s" if scheduler.max_batch_audio_s else "no cap"
         log.info(
-            "ready: model %s on %s, max batch %d (audio: %s)",
+            "ready: model %s on %s, max batch %d (audio: %s); finals while not busy: %g s of context, beam %d",
             model.model_id,
             device,
             settings.max_batch_size,
             audio_cap,
+            settings.final_context_s,
+            settings.idle_final_beam_size or settings.final_beam_size,
         )
         try:
             yield
