@@ -143,19 +143,26 @@ class DecodeEngine:
                     log.exception("batch observer failed")
 
     def _economize(self, batch: list[DecodeJob], now: float) -> list[DecodeJob]:
-        """Acoustic context and a wider beam (``DecodeJob.economy``) are for a server with time to spare: 10 s of
-        context makes a final's decode hear about twice the audio, beam 5 makes its generation several times
-        longer. A final keeps them only when it runs alone, no other final waits, it has not waited longer than
-        ``EXTRAS_MAX_WAIT_S`` and finals with extras would take at most ``extras_max_load`` of the model's time
-        (``extras_load``); otherwise it is decoded as its ``economy()`` (its own audio, the context's text back
-        in its prompt, greedy), and finals that arrived together share one trimmed window again. So a quiet
-        server spends its time on accuracy and a busy one keeps up. Measured on 2 cores (tiny.en int8, quick
-        benchmark): with 10 s of context kept for every final, p95 final latency was 1.15-1.41 s at 16 streams
-        against 0.63 s without; kept only for lone finals, 1.02 s at 16 and 0.79 s at 32; with beam 5 as well
-        and this load rule, 0.97 s at 16 and 0.73 s at 32."""
+        """Acoustic context and a wider beam (``DecodeJob.economy``) are for a server with time to spare: with
+        10 s of context a final's encoder hears about twice the audio, its window no longer matches other
+        finals' (so finals that end together no longer share a call), and beam 5 widens its generation. A final
+        keeps them only when it runs alone, no other final waits, no more speakers wait for a partial than half
+        a batch holds, it has not waited longer than ``EXTRAS_MAX_WAIT_S``, and finals with extras would take
+        at most ``extras_max_load`` of the model's time (``extras_load``). Otherwise it is decoded as its
+        ``economy()``: its own audio, the context's text back in its prompt, greedy. So a quiet server spends
+        its time on accuracy and a busy one keeps up. Measured on 2 cores (tiny.en int8, quick benchmark, p95
+        final latency): extras kept for every final, 1.15-1.41 s at 16 streams against 0.63 s without; kept
+        for lone finals under the load rule, 0.97-1.16 s at 16 (no better WER there: the rate estimate lags
+        as streams start); with the partial-queue rule as well, 0.61-0.62 s at 16 and 0.73-0.80 s at 32,
+        while at 8 streams finals keep their extras (WER 6.6% against 8.9% without, offline 7.4%)."""
         while self._final_arrivals and self._final_arrivals[0] < now - FINAL_RATE_WINDOW_S:
             self._final_arrivals.popleft()
-        crowded = len(batch) > 1 or self.scheduler.finals_waiting or self.extras_load > self.extras_max_load
+        crowded = (
+            len(batch) > 1
+            or self.scheduler.finals_waiting
+            or self.scheduler.partials_waiting > self.scheduler.max_batch_size // 2
+            or self.extras_load > self.extras_max_load
+        )
         return [
             job.economy() if job.has_extras and (crowded or now - job.enqueued_at > EXTRAS_MAX_WAIT_S) else job
             for job in batch

@@ -84,6 +84,11 @@ class BatchScheduler:
         return superseded
 
     @property
+    def partials_waiting(self) -> int:
+        """Utterances with a partial queued: about how many speakers the server is behind on."""
+        return len(self._partials)
+
+    @property
     def finals_waiting(self) -> bool:
         return bool(self._finals)
 

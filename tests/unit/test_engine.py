@@ -323,3 +323,20 @@ def test_extras_are_dropped_while_finals_with_them_would_keep_the_model_busy():
         await engine.stop()
 
     run(scenario())
+
+
+def test_extras_are_dropped_while_more_speakers_wait_for_a_partial_than_half_a_batch_holds():
+    async def scenario():
+        backend = ScriptedBackend()
+        engine = started_engine(backend, max_batch_size=4)  # half a batch: 2
+        for waiting, kept in ((2, True), (3, False)):
+            blocker = await occupy(backend, engine, job("x", kind=JobKind.PARTIAL, utterance=99))
+            partials = [engine.submit(job(f"p{i}", kind=JobKind.PARTIAL)) for i in range(waiting)]
+            final = engine.submit(with_extras(f"f{waiting}"))
+            backend.gate.set()
+            await settle([blocker, final, *partials])
+            (ran,) = next(b for b in backend.batches if b[0].owner == f"f{waiting}")
+            assert bool(ran.context_samples) is kept and (ran.options.beam_size == 5) is kept
+        await engine.stop()
+
+    run(scenario())
