@@ -57,13 +57,13 @@ class Settings(BaseSettings):
         ),
     )
     idle_final_beam_size: int = Field(
-        5, description="beam size for stream finals while the server is not busy (0: off)"
+        5, description="beam size for stream finals that did not wait 0.3 s for the model (0: off)"
     )
     extras_max_load: float = Field(
         0.5,
         description=(
-            "finals keep their context and idle beam while finals with them would take at most this share "
-            "of the model's time (and they neither wait nor queue together)"
+            "finals keep their context while finals with context and idle beam would take at most this share "
+            "of the model's time (and they do not queue together)"
         ),
     )
     min_window_s: float = Field(4.0, description="shortest encoder window (seconds of features)")

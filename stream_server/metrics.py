@@ -9,8 +9,8 @@ docs/README-operations.md):
   final queued to its socket), ``stream_backpressure_total`` (times a session was throttled).
 - ``errors_total{transport,code}``: every error reported to a client, websocket or HTTP, by stable code.
 - ``decode_batch_size``, ``decode_queue_wait_seconds``, ``decode_batch_seconds``, ``decode_failed_batches_total``,
-  ``decode_queue_depth`` (gauge), ``decode_final_extras_total{outcome}`` (finals with context / idle beam:
-  ``kept``, or ``dropped`` because the server was busy).
+  ``decode_queue_depth`` (gauge), ``decode_final_extras_total{outcome}`` (finals offered context and idle beam:
+  ``kept``, ``context_dropped`` while the server was busy, or ``dropped`` after waiting).
 - ``http_transcription_requests_total{endpoint,status}``.
 """
 
@@ -57,7 +57,7 @@ class Metrics:
         self.queue_depth = Gauge("decode_queue_depth", "Decode jobs waiting for a batch", registry=r)
         self.final_extras = Counter(
             "decode_final_extras_total",
-            "Finals offered context / idle beam: kept, or dropped because the server was busy",
+            "Finals offered context and idle beam: kept, context_dropped (server busy), dropped (they had waited)",
             ["outcome"],
             registry=r,
         )
@@ -105,7 +105,10 @@ class Metrics:
             self.queue_wait.observe(wait)
         if report.failed:
             self.failed_batches.inc()
-        if report.extras_kept:
-            self.final_extras.labels("kept").inc(report.extras_kept)
-        if report.extras_dropped:
-            self.final_extras.labels("dropped").inc(report.extras_dropped)
+        for outcome, count in (
+            ("kept", report.extras_kept),
+            ("context_dropped", report.extras_context_dropped),
+            ("dropped", report.extras_dropped),
+        ):
+            if count:
+                self.final_extras.labels(outcome).inc(count)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -38,8 +38,9 @@ class BatchReport:
     queue_wait_s: tuple[float, ...]
     run_s: float
     failed: bool
-    extras_kept: int = 0  # finals decoded with their context / idle beam
-    extras_dropped: int = 0  # finals that had them but were decoded as their economy()
+    extras_kept: int = 0  # finals decoded with their context and idle beam
+    extras_context_dropped: int = 0  # ... with the idle beam but without their context (the server was busy)
+    extras_dropped: int = 0  # ... as their economy(), plain and greedy (they had waited)
 
 
 BatchObserver = Callable[[BatchReport], None]
@@ -125,9 +126,7 @@ class DecodeEngine:
             if not batch:
                 continue
             started = time.monotonic()
-            offered = sum(job.has_extras for job in batch)
-            batch = self._economize(batch, started)
-            kept = sum(job.has_extras for job in batch)
+            batch, outcomes = self._economize(batch, started)
             self.busy = True
             try:
                 failed, ran = await self._decode(loop, batch)
@@ -135,26 +134,37 @@ class DecodeEngine:
                 self.busy = False
                 self.last_batch_at = time.monotonic()
             waits = tuple(started - j.enqueued_at for j in ran)
-            report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed, kept, offered - kept)
+            report = BatchReport(
+                tuple(ran),
+                waits,
+                time.monotonic() - started,
+                failed,
+                outcomes["kept"],
+                outcomes["context_dropped"],
+                outcomes["dropped"],
+            )
             for observer in self.observers:
                 try:
                     observer(report)
                 except Exception:
                     log.exception("batch observer failed")
 
-    def _economize(self, batch: list[DecodeJob], now: float) -> list[DecodeJob]:
-        """Acoustic context and a wider beam (``DecodeJob.economy``) are for a server with time to spare: with
-        10 s of context a final's encoder hears about twice the audio, its window no longer matches other
-        finals' (so finals that end together no longer share a call), and beam 5 widens its generation. A final
-        keeps them only when it runs alone, no other final waits, no more speakers wait for a partial than half
-        a batch holds, it has not waited longer than ``EXTRAS_MAX_WAIT_S``, and finals with extras would take
-        at most ``extras_max_load`` of the model's time (``extras_load``). Otherwise it is decoded as its
-        ``economy()``: its own audio, the context's text back in its prompt, greedy. So a quiet server spends
-        its time on accuracy and a busy one keeps up. Measured on 2 cores (tiny.en int8, quick benchmark, p95
-        final latency): extras kept for every final, 1.15-1.41 s at 16 streams against 0.63 s without; kept
-        for lone finals under the load rule, 0.97-1.16 s at 16 (no better WER there: the rate estimate lags
-        as streams start); with the partial-queue rule as well, 0.61-0.62 s at 16 and 0.73-0.80 s at 32,
-        while at 8 streams finals keep their extras (WER 6.6% against 8.9% without, offline 7.4%)."""
+    def _economize(self, batch: list[DecodeJob], now: float) -> tuple[list[DecodeJob], Counter[str]]:
+        """Acoustic context and a wider beam (``DecodeJob.economy``) are for a server with time to spare.
+
+        - Context makes a final's encoder hear about twice the audio, and its window no longer matches other
+          finals' (finals that end together no longer share a call). A final keeps it only when it runs alone, no
+          other final waits, no more speakers wait for a partial than half a batch holds, and finals with extras
+          would take at most ``extras_max_load`` of the model's time (``extras_load``).
+        - The idle beam keeps the final's window and costs little per call on its own (a 6 s final alone: 137-161
+          ms with beam 5 against 160-174 ms greedy, 2 cores). It is dropped only for a final that has already
+          waited ``EXTRAS_MAX_WAIT_S``: that one is decoded as its ``economy()``, plain and greedy.
+
+        Measured on 2 cores (tiny.en int8, quick benchmark; p95 final latency, WER at 16 / 32 streams against
+        7.1% / 7.7% offline): context for every final, 1.15-1.41 s at 16; both extras for lone finals under the
+        load rule, 0.97-1.16 s at 16 with no better WER there (the rate estimate lags as streams start); with
+        the partial-queue rule as well, 0.61-0.65 s and 0.73-0.80 s, WER 9.4% / 9.3%; with the beam kept as
+        here, 0.69 s and 0.87 s, WER 8.6% / 8.7%. At 8 streams finals keep both (WER 6.6%, offline 7.4%)."""
         while self._final_arrivals and self._final_arrivals[0] < now - FINAL_RATE_WINDOW_S:
             self._final_arrivals.popleft()
         crowded = (
@@ -163,10 +173,21 @@ class DecodeEngine:
             or self.scheduler.partials_waiting > self.scheduler.max_batch_size // 2
             or self.extras_load > self.extras_max_load
         )
-        return [
-            job.economy() if job.has_extras and (crowded or now - job.enqueued_at > EXTRAS_MAX_WAIT_S) else job
-            for job in batch
-        ]
+        outcomes: Counter[str] = Counter()
+        out = []
+        for job in batch:
+            if not job.has_extras:
+                out.append(job)
+                continue
+            if now - job.enqueued_at > EXTRAS_MAX_WAIT_S:
+                job, outcome = job.economy(), "dropped"
+            elif crowded and job.context_samples:
+                job, outcome = job.without_context(), "context_dropped"
+            else:
+                outcome = "kept"
+            outcomes[outcome] += 1
+            out.append(job)
+        return out, outcomes
 
     @property
     def extras_load(self) -> float:

@@ -22,8 +22,8 @@ Per channel, utterances go ``(idle) -> open -> finalizing -> done``:
   decode (their text is in the prefix instead). Measured over the four long recordings of ../shared/audio
   (24 min; session and backend without a network, tiny.en int8): greedy finals 10.9% -> 9.35% with 10 s of
   context (no better with 25 s), 8.76% with beam 5 as well, against 8.92% for faster-whisper offline (beam 5);
-  the encoder hears 1.9x the audio per final. The engine drops the context (and the idle beam) when the
-  server is busy (``engine.py``), so it costs accuracy under load, not capacity.
+  the encoder hears 1.9x the audio per final. The engine drops the context when the server is busy, and the
+  idle beam for a final that had to wait (``engine.py``), so under load they cost accuracy, not capacity.
 Session states: ``OPEN -> CLOSING (close_stream) -> CLOSED``; audio after ``close_stream`` is a protocol error.
 """
 

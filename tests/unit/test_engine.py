@@ -282,15 +282,15 @@ def with_extras(owner: str, utterance: int = 0) -> DecodeJob:
     )
 
 
-def test_a_lone_final_keeps_its_extras_and_finals_queued_together_are_decoded_plainly():
+def test_a_lone_final_keeps_its_extras_finals_queued_together_lose_their_context_and_late_ones_the_beam():
     async def scenario():
         backend = ScriptedBackend()
         engine = started_engine(backend, max_batch_size=8)
         alone = with_extras("a")
         await settle([engine.submit(alone)])
-        (ran,) = backend.batches[-1]
-        assert ran is not alone and ran.job_id == alone.job_id  # the job itself, as submitted (enqueue time set)
-        assert ran.context_samples == 1600 and ran.options.beam_size == 5
+        (first,) = backend.batches[-1]
+        assert first is not alone and first.job_id == alone.job_id  # the job itself, as submitted (enqueue time set)
+        assert first.context_samples == 1600 and first.options.beam_size == 5
 
         blocker = await occupy(backend, engine, job("x", kind=JobKind.PARTIAL))
         together = [with_extras("b"), with_extras("c")]
@@ -299,9 +299,18 @@ def test_a_lone_final_keeps_its_extras_and_finals_queued_together_are_decoded_pl
         await settle([blocker, *futures])
         batch = backend.batches[-1]
         assert [j.job_id for j in batch] == [j.job_id for j in together]
-        for plain in batch:  # own audio, the context's text back in the prompt, the busy beam
-            assert plain.context_samples == 0 and len(plain.audio) == 1600
-            assert plain.prompt_text == "Earlier. Before." and plain.options.beam_size == 1
+        for ran in batch:  # own audio, the context's text back in the prompt; the beam stays (same window)
+            assert ran.context_samples == 0 and len(ran.audio) == 1600
+            assert ran.prompt_text == "Earlier. Before." and ran.options.beam_size == 5
+
+        blocker = await occupy(backend, engine, job("y", kind=JobKind.PARTIAL))
+        late = engine.submit(with_extras("d"))
+        await asyncio.sleep(0.35)  # longer than EXTRAS_MAX_WAIT_S: decoded plainly and greedily
+        backend.gate.set()
+        await settle([blocker, late])
+        (plain,) = backend.batches[-1]
+        assert plain.context_samples == 0 and plain.options.beam_size == 1
+        assert plain.prompt_text == "Earlier. Before."
         await engine.stop()
 
     run(scenario())
@@ -317,9 +326,9 @@ def test_extras_are_dropped_while_finals_with_them_would_keep_the_model_busy():
         for utterance in range(1, 4):  # 4 finals in the rate window: 0.4 finals/s * 0.2 s = 0.08
             await settle([engine.submit(with_extras("a", utterance))])
         assert backend.batches[-1][0].context_samples
-        engine._extras_call_s = 2.0  # ... 0.4/s * 2 s = 0.8 of the model's time: too much
+        engine._extras_call_s = 2.0  # ... 0.4/s * 2 s = 0.8 of the model's time: too much for the context
         await settle([engine.submit(with_extras("a", 9))])
-        assert backend.batches[-1][0].context_samples == 0 and backend.batches[-1][0].options.beam_size == 1
+        assert backend.batches[-1][0].context_samples == 0 and backend.batches[-1][0].options.beam_size == 5
         await engine.stop()
 
     run(scenario())
@@ -336,7 +345,7 @@ def test_extras_are_dropped_while_more_speakers_wait_for_a_partial_than_half_a_b
             backend.gate.set()
             await settle([blocker, final, *partials])
             (ran,) = next(b for b in backend.batches if b[0].owner == f"f{waiting}")
-            assert bool(ran.context_samples) is kept and (ran.options.beam_size == 5) is kept
+            assert bool(ran.context_samples) is kept and ran.options.beam_size == 5
         await engine.stop()
 
     run(scenario())
