@@ -168,7 +168,7 @@ class WhisperBackend:
 
     def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
         results: dict[int, DecodeResult] = {}
-        for group in self._groups([self._fit_context(job) for job in jobs]):
+        for group in self._groups(jobs):
             for (job, _), result in zip(group, self._decode_group(group)):
                 results[job.job_id] = result
         return [results[job.job_id] for job in jobs]
@@ -189,9 +189,10 @@ class WhisperBackend:
 
     def _groups(self, jobs: list[DecodeJob]) -> list[list[tuple[DecodeJob, list[int]]]]:
         """Jobs that share one encode and one generate: same way of generating, prompt length and encoder
-        window; each with its previous-text tokens."""
+        window; each with its previous-text tokens. A context that does not fit is dropped first, so ``split``
+        and ``decode_batch`` group alike."""
         groups: dict[tuple, list[tuple[DecodeJob, list[int]]]] = defaultdict(list)
-        for job in jobs:
+        for job in map(self._fit_context, jobs):
             o = job.options
             previous = self._previous_tokens(job)
             window = self.window.frames_for(len(job.audio))

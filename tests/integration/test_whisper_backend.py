@@ -202,6 +202,8 @@ def test_a_context_too_long_for_the_window_or_the_text_budget_is_dropped(backend
         fitted = backend._fit_context(job)
         assert fitted.context_samples == 0 and fitted.prompt_text == f"Hello. {job.context_text}"
         np.testing.assert_array_equal(fitted.audio, clips[1])
+        ((split,),) = backend.split([job])  # the engine's view of the calls agrees with decode_batch's
+        assert split.job_id == job.job_id and split.context_samples == 0
         (result,) = backend.decode_batch([job])
         assert wer(SENTENCES[1], result.text) <= 0.2, result.text
     fits = context_job(clips, options)
