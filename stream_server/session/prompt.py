@@ -67,8 +67,7 @@ class RollingPrompt:
         ../shared/audio (session and backend without a network): WER 9.40% -> 9.29%, no excerpt worse."""
         if not text:
             return text
-        previous = next((e.text for e in reversed(self._entries) if e.text), "")
-        if not previous or previous[-1] in ".!?":
+        if not self._entries or self._entries[-1].text[-1] in ".!?":  # entries are never empty (``commit``)
             text = text[0].upper() + text[1:]
         return text + "." if text[-1].isalnum() else text
 
@@ -82,5 +81,6 @@ class RollingPrompt:
             return
         self._entries.append(_Entry(end_s if start_s is None else start_s, self._as_sentence(text.strip())))
         # keep only what a prompt can still show: the oldest final goes once the rest fill the bound
-        while len(self._entries) > 1 and sum(len(e.text) + 1 for e in list(self._entries)[1:]) >= self.max_chars:
-            self._entries.popleft()
+        chars = sum(len(e.text) + 1 for e in self._entries)
+        while len(self._entries) > 1 and chars - len(self._entries[0].text) - 1 >= self.max_chars:
+            chars -= len(self._entries.popleft().text) + 1
