@@ -62,7 +62,7 @@ class DecodeJob:
     the middle of a window whose beginning it has already transcribed.
 
     Context, and ``options`` where ``busy_options`` is set, are what a server with time to spare spends on a
-    job; ``economy()`` is the job as a busy server decodes it (``engine.py`` decides).
+    job; ``economy()`` is the job as a server that is behind decodes it (``engine.py`` decides).
     """
 
     owner: str
@@ -75,7 +75,7 @@ class DecodeJob:
     job_id: int = field(default_factory=lambda: next(_job_ids))
     context_samples: int = 0  # leading samples of ``audio`` that are already transcribed context
     context_text: str = ""  # their final text
-    busy_options: DecodeOptions | None = None  # how to decode it when the server is busy (None: ``options``)
+    busy_options: DecodeOptions | None = None  # how to decode it when the server is behind (None: ``options``)
 
     @property
     def duration_s(self) -> float:
@@ -105,7 +105,8 @@ class DecodeJob:
         return bool(self.context_samples) or (self.busy_options is not None and self.busy_options != self.options)
 
     def economy(self) -> DecodeJob:
-        """The job as a busy server decodes it: without context, with ``busy_options``. Same ``job_id``."""
+        """The job as a server that is behind decodes it: without context, with ``busy_options``. Same
+        ``job_id``."""
         job = self.without_context()
         if self.busy_options is not None:
             job = replace(job, options=self.busy_options, busy_options=None)

@@ -86,7 +86,7 @@ class StreamConfig:
     final_beam_size: int = 1
     partial_beam_size: int = 1
     final_context_s: float = 0.0  # seconds of earlier speech a final's decode hears (0: none)
-    idle_final_beam_size: int = 0  # beam size for finals while the server has time to spare (0: final_beam_size)
+    idle_final_beam_size: int = 0  # beam size for finals the server is not behind on (0: final_beam_size)
 
     def validate(self) -> StreamConfig:
         if not 8000 <= self.sample_rate <= 48000:
