@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..decode.types import DecodeJob, Word
 
@@ -26,6 +27,21 @@ class SpeechStarted:
     start: float  # stream seconds of the first voiced frame
 
 
+# Why an utterance ended: trailing silence (``endpoint``), the client's finalize/commit (``finalize``), the end
+# of the stream (``close``), or the length rule (``max_length``: cut at a quiet point, no silence waited for).
+EndReason = Literal["endpoint", "finalize", "close", "max_length"]
+
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    """The utterance's audio is complete (its final is being decoded). ``end``: where the speaker stopped."""
+
+    channel: int
+    utterance_id: int
+    end: float
+    reason: EndReason
+
+
 @dataclass(frozen=True)
 class Partial:
     channel: int
@@ -45,6 +61,7 @@ class Final:
     text: str
     language: str
     words: tuple[Word, ...] | None  # stream-time words when word timestamps were asked for, else None
+    reason: EndReason = "endpoint"
 
 
 @dataclass(frozen=True)
@@ -56,4 +73,4 @@ class DecodeError:
     message: str
 
 
-SessionEvent = DecodeRequested | SpeechStarted | Partial | Final | DecodeError
+SessionEvent = DecodeRequested | SpeechStarted | SpeechEnded | Partial | Final | DecodeError
