@@ -27,3 +27,35 @@ class AudioDecoder(Protocol):
     def flush(self) -> np.ndarray:
         """Frames still held at the end of the stream."""
         ...
+
+
+class _Pcm:
+    """Interleaved little-endian PCM at a rate fixed by the handshake."""
+
+    def __init__(self, encoding: str, channels: int, sample_rate: int) -> None:
+        from ..audio import PcmDecoder
+
+        self._decoder = PcmDecoder(encoding, channels)  # type: ignore[arg-type]
+        self._rate = sample_rate
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self._rate
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self._decoder.decode(data)
+
+    def flush(self) -> np.ndarray:
+        return np.zeros((0, self._decoder.channels), np.float32)
+
+
+ENCODINGS = ("pcm_s16le", "pcm_f32le")
+
+
+def make_decoder(encoding: str, channels: int, sample_rate: int) -> AudioDecoder:
+    """A decoder for ``encoding`` (one of ``ENCODINGS``); raises ``AudioFormatError`` for an unknown one."""
+    from ..errors import AudioFormatError
+
+    if encoding in ("pcm_s16le", "pcm_f32le"):
+        return _Pcm(encoding, channels, sample_rate)
+    raise AudioFormatError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")

@@ -61,7 +61,7 @@ class DecodeJob:
     transcript and returns only what follows it: Whisper then hears the utterance the way it was trained, in
     the middle of a window whose beginning it has already transcribed.
 
-    Context, and ``options`` where ``busy_options`` is set, are what a server with time to spare spends on a
+    Context, and ``options`` where ``late_options`` is set, are what a server with time to spare spends on a
     job; ``economy()`` is the job as a server that is behind decodes it (``engine.py`` decides).
     """
 
@@ -75,7 +75,7 @@ class DecodeJob:
     job_id: int = field(default_factory=lambda: next(_job_ids))
     context_samples: int = 0  # leading samples of ``audio`` that are already transcribed context
     context_text: str = ""  # their final text
-    busy_options: DecodeOptions | None = None  # how to decode it when the server is behind (None: ``options``)
+    late_options: DecodeOptions | None = None  # how to decode it when the server is behind (None: ``options``)
 
     @property
     def duration_s(self) -> float:
@@ -102,14 +102,14 @@ class DecodeJob:
     @property
     def has_extras(self) -> bool:
         """Whether a busy server would decode it more cheaply (``economy``)."""
-        return bool(self.context_samples) or (self.busy_options is not None and self.busy_options != self.options)
+        return bool(self.context_samples) or (self.late_options is not None and self.late_options != self.options)
 
     def economy(self) -> DecodeJob:
-        """The job as a server that is behind decodes it: without context, with ``busy_options``. Same
+        """The job as a server that is behind decodes it: without context, with ``late_options``. Same
         ``job_id``."""
         job = self.without_context()
-        if self.busy_options is not None:
-            job = replace(job, options=self.busy_options, busy_options=None)
+        if self.late_options is not None:
+            job = replace(job, options=self.late_options, late_options=None)
         return job
 
 

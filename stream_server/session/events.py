@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Literal
 
 from ..decode.types import DecodeJob, Word
 
 
+class DecodePurpose(enum.Enum):
+    PARTIAL = "partial"
+    FINAL = "final"
+    # a final decoded ahead of the end (see ``machine.py``): it becomes the final if the pause ends the utterance
+    SPECULATIVE = "speculative"
+
+
 @dataclass(frozen=True)
 class DecodeRequested:
-    """Ask the engine to decode ``job``; hand the outcome back with ``receive_decode_result``."""
+    """Ask the decoder for ``job``; hand this request back with its outcome (``receive_decode_result``)."""
 
     job: DecodeJob
     channel: int
     utterance_id: int
-    is_final: bool
-    # a final decoded ahead of the end (see ``machine.py``): it becomes the final if the pause ends the utterance
-    speculative: bool = False
+    purpose: DecodePurpose
+
+    @property
+    def is_final(self) -> bool:
+        return self.purpose is DecodePurpose.FINAL
+
+    @property
+    def speculative(self) -> bool:
+        return self.purpose is DecodePurpose.SPECULATIVE
+
+    @property
+    def awaits_final(self) -> bool:
+        """A final or speculative final: someone waits for its text (final latency is timed from here)."""
+        return self.purpose is not DecodePurpose.PARTIAL
 
 
 @dataclass(frozen=True)

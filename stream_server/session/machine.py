@@ -48,7 +48,7 @@ from ..decode.types import (
 )
 from ..errors import InvalidParameter, ProtocolError
 from .agreement import StablePrefix
-from .events import DecodeError, DecodeRequested, Final, Partial, SessionEvent, SpeechStarted
+from .events import DecodeError, DecodePurpose, DecodeRequested, Final, Partial, SessionEvent, SpeechStarted
 from .history import AudioHistory
 from .prompt import RollingPrompt
 from .segmenter import SegmenterConfig, SpeechClassifier, UtteranceEnded, UtteranceStarted, VadSegmenter
@@ -274,7 +274,7 @@ class _Channel:
             return self.on_final(utt.utterance_id, spec.result, None) if spec.result is not None else []
         utt.speculation = None
         job = self._final_job(utt, event.start_sample, event.audio, context)
-        return [DecodeRequested(job, self.index, utt.utterance_id, is_final=True)]
+        return [DecodeRequested(job, self.index, utt.utterance_id, DecodePurpose.FINAL)]
 
     def _final_job(self, utt: _Utterance, start: int, audio, context: _Context) -> DecodeJob:
         if context.context_start < start:
@@ -285,7 +285,7 @@ class _Channel:
             kind=JobKind.FINAL,
             audio=audio,
             options=self.idle_final_options,
-            busy_options=self.final_options if self.idle_final_options != self.final_options else None,
+            late_options=self.final_options if self.idle_final_options != self.final_options else None,
             prompt_text=context.prompt,
             stream_key=(self.session_id, self.index, utt.utterance_id),
             context_samples=start - context.context_start,
@@ -302,7 +302,7 @@ class _Channel:
         context = self._context(start, end)
         job = self._final_job(utt, start, self.segmenter.audio(start, end), context)
         utt.speculation = _Speculation(job.job_id, start, end, context)
-        return [DecodeRequested(job, self.index, utt.utterance_id, is_final=False, speculative=True)]
+        return [DecodeRequested(job, self.index, utt.utterance_id, DecodePurpose.SPECULATIVE)]
 
     def on_speculative(self, utterance_id: int, job_id: int, result: DecodeResult | None, error: str | None):
         """The outcome of a speculative final: the final if the utterance ended on that pause; kept for the end
@@ -339,7 +339,7 @@ class _Channel:
             prompt_text=self.prompt.text(),
             stream_key=(self.session_id, self.index, utt.utterance_id),
         )
-        return [DecodeRequested(job, self.index, utt.utterance_id, is_final=False)]
+        return [DecodeRequested(job, self.index, utt.utterance_id, DecodePurpose.PARTIAL)]
 
     def on_partial(self, utterance_id: int, sequence: int, result: DecodeResult, audio_s: float) -> list[SessionEvent]:
         utt = self.utterances.get(utterance_id)

@@ -139,7 +139,7 @@ class StreamConnection:
         except StreamServerError as exc:
             self.emit(self.session.receive_decode_failure(job, exc.message))
             return
-        if request.is_final or request.speculative:
+        if request.awaits_final:
             self._final_submitted_at[(request.channel, request.utterance_id)] = time.monotonic()
         self._pending.add(future)
         future.add_done_callback(functools.partial(self._on_decoded, job))

@@ -274,7 +274,7 @@ def with_extras(owner: str, utterance: int = 0) -> DecodeJob:
         kind=JobKind.FINAL,
         audio=np.zeros(3200, dtype=np.float32),
         options=DecodeOptions(beam_size=5),
-        busy_options=DecodeOptions(beam_size=1),
+        late_options=DecodeOptions(beam_size=1),
         prompt_text="Earlier.",
         stream_key=(owner, 0, utterance),
         context_samples=1600,
