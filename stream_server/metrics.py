@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus-client), one registry per app so tests can run several servers.
 
 The transports and the engine call the ``on_*`` hooks; nothing here knows about sockets. Names (all listed in
-docs/README-operations.md):
+docs/operations.md):
 
 - ``stream_active_sessions`` (gauge), ``stream_audio_seconds_total``, ``stream_messages_sent_total{type}``
   (events written to sockets; a coalesced partial is never sent, so never counted),
