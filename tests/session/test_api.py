@@ -8,8 +8,7 @@ import pytest
 
 from stream_server.errors import ProtocolError
 from stream_server.session.events import DecodeError, DecodeRequested, Final, SpeechEnded, SpeechStarted
-from stream_server.session.utterance import IllegalTransition, Utterance, UtteranceState
-from tests.session.support import RATE, make, pcm, quiet, result_for, tone
+from tests.session.support import RATE, feed, make, pcm, quiet, result_for, tone
 
 
 def of(kind, events):
@@ -18,12 +17,6 @@ def of(kind, events):
 
 def finals_asked(events) -> list[DecodeRequested]:
     return [e for e in of(DecodeRequested, events) if e.awaits_final]
-
-
-def feed(session, audio: np.ndarray, chunk_s: float = 0.1) -> list:
-    """Stream ``audio`` in real-time-sized chunks, as a live client does."""
-    data, step = pcm(audio), int(chunk_s * RATE) * 2
-    return [e for i in range(0, len(data), step) for e in session.receive_audio(data[i : i + step])]
 
 
 def answer(session, request: DecodeRequested, text: str, language: str = "en") -> list:
@@ -145,26 +138,17 @@ def test_a_change_of_language_resets_the_prompt_and_the_context():
 
 def test_the_languages_hint_reaches_every_decode():
     session = make(languages=("en", "fr"))
-    events = feed(session, np.concatenate([tone(2.0), quiet(1.0)]))
+    events = feed(session, chunk_s=0.1, audio=np.concatenate([tone(2.0), quiet(1.0)]))
     assert {r.job.options.languages for r in of(DecodeRequested, events)} == {("en", "fr")}
     assert len({r.purpose for r in of(DecodeRequested, events)}) == 2  # partials and the (speculative) final
 
 
 def test_abandoned_requests_a_partial_is_forgotten_a_final_is_delivered_empty():
     session = make()
-    events = feed(session, tone(2.0)) + session.finalize()
+    events = feed(session, chunk_s=0.1, audio=tone(2.0)) + session.finalize()
     partial = next(r for r in of(DecodeRequested, events) if not r.awaits_final)
     (final,) = finals_asked(events)
     assert session.abandon(partial) == []
     out = session.abandon(final)
     assert [type(e) for e in out] == [DecodeError, Final] and out[1].text == ""
     assert session.abandon(final) == []  # answered already
-
-
-def test_an_illegal_utterance_transition_raises_a_named_error():
-    utt = Utterance(0, 0, 0)
-    with pytest.raises(IllegalTransition):
-        utt.move(UtteranceState.DONE)
-    utt.move(UtteranceState.ENDED)
-    with pytest.raises(IllegalTransition):
-        utt.move(UtteranceState.DISCARDED)
