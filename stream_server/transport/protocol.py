@@ -1,4 +1,4 @@
-"""Protocol v1 wire format: query parameters -> ``StreamConfig`` and session events -> JSON messages."""
+"""Protocol v1 wire format: query parameters -> ``StreamParams`` and session events -> JSON messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InvalidParameter
 from ..session.events import DecodeError, Final, Partial, SessionEvent, SpeechStarted
-from ..session.machine import StreamConfig
+from ..session.params import StreamParams, validate_params
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -48,8 +48,8 @@ def _bool(params: Mapping[str, str], name: str, default: bool) -> bool:
     raise InvalidParameter(f"{name} must be true or false, got {raw!r}", param=name)
 
 
-def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multilingual: bool) -> StreamConfig:
-    """Build and validate a session's config from its query string; raises ``InvalidParameter``."""
+def parse_stream_config(params: Mapping[str, str], base: StreamParams, multilingual: bool) -> StreamParams:
+    """Build and validate a session's parameters from its query string; raises ``InvalidParameter``."""
     unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter(s): {', '.join(unknown)}", param=unknown[0])
@@ -60,14 +60,6 @@ def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multiling
     if language in ("auto",):
         language = None
     task = params.get("task", "transcribe")
-    if not multilingual:
-        if language not in (None, "en"):
-            raise InvalidParameter(
-                f"the served model is English-only; language {language!r} needs a multilingual model",
-                param="language",
-            )
-        if task == "translate":
-            raise InvalidParameter("task=translate needs a multilingual model", param="task")
     config = dataclasses.replace(
         base,
         sample_rate=_int(params, "sample_rate", base.sample_rate),
@@ -82,7 +74,7 @@ def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multiling
     )
     if len(config.prompt) > 2000:
         raise InvalidParameter("prompt is longer than 2000 characters", param="prompt")
-    return config.validate()
+    return validate_params(config, multilingual)
 
 
 def _r(t: float) -> float:
