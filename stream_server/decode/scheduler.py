@@ -28,12 +28,16 @@ Rules, in order:
    which is how partial cadence degrades gracefully under load. Finals are never held back by the cap.
 7. Follow-up work of a job that already ran (``repair.py``: a retry, the rest of an early stop) goes to the front
    of its kind's queue (``add_first``): its caller has waited since the job was queued.
+8. Within a kind, owners take turns (a job each, in order of their oldest job): a connection with many channels
+   cannot fill a batch while other connections wait. With one job per owner this is queue order.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import zip_longest
 
 from .batching import WindowPolicy
 from .final_policy import QueueView
@@ -159,7 +163,9 @@ class BatchScheduler:
         """Remove and return the next batch (empty when nothing is queued)."""
         size = self.max_batch_size
         if self._finals:
-            batch = [self._finals.popleft() for _ in range(min(size, len(self._finals)))]
+            taken = {job.job_id for job in _round_robin(self._finals)[:size]}
+            batch = [job for job in self._finals if job.job_id in taken]  # in queue order
+            self._finals = deque(job for job in self._finals if job.job_id not in taken)
         else:
             batch = self._partials_and_uploads(size)
         if batch:
@@ -176,10 +182,11 @@ class BatchScheduler:
         if uploads_first:
             self._take_uploads(batch, budget, share)
         partials_up_to = size if uploads_first else size - share  # the uploads' share comes after them
-        for key, job in list(self._partials.items()):
+        for job in _round_robin(self._partials.values()):
             if len(batch) >= partials_up_to or not budget.admits(job):
                 break
-            batch.append(self._partials.pop(key))
+            assert job.stream_key is not None
+            batch.append(self._partials.pop(job.stream_key))
         self._take_uploads(batch, budget, size - len(batch))
         return batch
 
@@ -206,6 +213,18 @@ class BatchScheduler:
             superseded_partials=self._superseded,
             batch_size_histogram=dict(sorted(self._histogram.items())),
         )
+
+
+def _round_robin(jobs: Iterable[DecodeJob]) -> list[DecodeJob]:
+    """``jobs`` one per owner in turn (owners in order of their first job, each owner's jobs in queue order), so
+    that an owner with many channels takes no more than its share of a batch while others wait (rule 8)."""
+    by_owner: dict[str, list[DecodeJob]] = {}
+    for job in jobs:
+        by_owner.setdefault(job.owner, []).append(job)
+    if len(by_owner) < 2:
+        return [job for owned in by_owner.values() for job in owned]
+    turns = zip_longest(*by_owner.values())
+    return [job for turn in turns for job in turn if job is not None]
 
 
 class _Budget:

@@ -204,3 +204,28 @@ def test_a_queued_speculative_final_is_dropped_once_its_utterance_moves_on():
     assert s.add(job("a", JobKind.FINAL, 4)) == []  # the next utterance leaves it alone
     assert s.next_batch()[:2] == [other, real_end]
     assert s.stats().superseded_partials == 3
+
+
+def test_a_connection_with_many_channels_takes_no_more_than_its_share_while_others_wait():
+    s = scheduler(max_batch_size=4)
+    heavy = [job("heavy", JobKind.FINAL, utterance=0, channel=c) for c in range(6)]
+    light = [job("light", JobKind.FINAL), job("other", JobKind.FINAL)]
+    for j in heavy + light:
+        s.add(j)
+    assert s.next_batch() == [heavy[0], heavy[1], *light]  # queue order, two each
+    assert s.next_batch() == heavy[2:]
+    for c in range(6):
+        s.add(job("heavy", JobKind.PARTIAL, utterance=1, channel=c))
+    s.add(job("light", JobKind.PARTIAL, utterance=1))
+    assert [j.owner for j in s.next_batch()] == ["heavy", "light", "heavy", "heavy"]
+    assert [j.owner for j in s.next_batch()] == ["heavy"] * 3  # alone, it takes what there is
+
+
+def test_follow_up_work_goes_to_the_front_of_its_queue():
+    s = scheduler(max_batch_size=1)
+    first, repair = job("a", JobKind.FINAL), job("b", JobKind.FINAL, utterance=1)
+    s.add(first)
+    s.add_first(repair)
+    assert s.next_batch() == [repair] and s.next_batch() == [first]
+    with pytest.raises(ValueError):
+        s.add_first(job("c", JobKind.PARTIAL))
