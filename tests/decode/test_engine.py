@@ -463,3 +463,19 @@ def test_a_failing_repair_fails_the_job_it_repairs_and_a_closed_session_cancels_
         assert waiting.cancelled() and not engine._futures and not engine._parents
 
     run(scenario())
+
+
+def test_an_uploads_word_alignment_waits_while_a_final_is_queued() -> None:
+    async def scenario() -> None:
+        backend = ScriptedBackend()
+        engine = started_engine(backend, max_batch_size=8)
+        upload = DecodeJob("u", JobKind.OFFLINE, AUDIO, DecodeOptions(initial_prompt="w x", word_timestamps=True))
+        held = await occupy(backend, engine, upload)
+        final = engine.submit(job("f", "final"))
+        backend.release()
+        results = await settle([held, final])
+        await engine.stop()
+        assert [w.word.strip() for w in results[0].words] == ["w", "x"]  # type: ignore[union-attr]
+        assert [[j.owner for j in call] for call in backend.calls] == [["u"], ["f"], ["u"]]  # decode, final, align
+
+    run(scenario())
