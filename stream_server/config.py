@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         1,
         description="beam size for stream finals that waited 0.3 s for the model (all, without --idle-final-beam-size)",
     )
-    upload_beam_size: int = Field(5, description="beam size for HTTP uploads (see docs/decisions.md#upload-beam)")
+    upload_beam_size: int = Field(
+        5, description="beam size for HTTP uploads (measured on 4 long files: WER 9.4% -> 8.2%, 40% slower)"
+    )
     partial_beam_size: int = Field(1, description="beam size for partials (greedy by default)")
     final_context_s: float = Field(
         10.0,
