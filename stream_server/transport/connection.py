@@ -39,6 +39,7 @@ from ..session.events import DecodeError, DecodeRequested, Final, Partial, Sessi
 from ..session.params import StreamParams
 from .dialects import base
 from .dialects.base import ClientCommand, Dialect, Message, SessionInfo
+from .frames import Frame, FrameReader
 from .limits import ConnectionLimits, LimitAction
 from .outbox import Outbox
 from .services import Services
@@ -296,38 +297,37 @@ class StreamConnection:
         return False
 
     async def _receive_loop(self) -> None:
-        # Checked each turn, not left to task cancellation alone: on Python < 3.12, ``wait_for`` swallows a
-        # cancel that arrives as its inner receive completes, which a client flooding us makes likely.
-        while not self.finished.is_set() and not self._aborted.is_set():
-            now = time.monotonic()
-            action = self.limits.check(now, self.backlog_seconds)
-            if action is not LimitAction.NONE and action is not LimitAction.RESUME:
-                if self._on_limit(action):
-                    return
-                continue
-            timeout = self.limits.next_check() - now
-            if self.limits.paused:  # not reading: wait for a decode outcome (or a close) to shrink the backlog
-                self._progress.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), timeout=max(timeout, 0.0))
-                continue
-            try:
-                frame = await asyncio.wait_for(self.websocket.receive(), timeout=max(timeout, 0.0))
-            except asyncio.TimeoutError:
-                continue
-            if frame["type"] == "websocket.disconnect":
-                self.log.info("client disconnected (%s)", frame.get("code"))
-                raise WebSocketDisconnect(frame.get("code", 1000))
-            self.limits.activity(time.monotonic())
-            try:
-                if frame.get("bytes") is not None:
-                    self._on_binary(frame["bytes"])
-                elif frame.get("text") is not None:
-                    self._on_text(frame["text"])
-            except ClientError as exc:
-                self.send_error(exc)
-                if exc.fatal:
-                    self.begin_close("error")
+        reader = FrameReader(self.websocket, self.services.limits.max_message_bytes)
+        try:
+            while not self.finished.is_set() and not self._aborted.is_set():
+                now = time.monotonic()
+                action = self.limits.check(now, self.backlog_seconds)
+                if action is not LimitAction.NONE and action is not LimitAction.RESUME:
+                    if self._on_limit(action):
+                        return
+                    continue
+                self._progress.clear()  # set by a decode outcome or a close: the backlog may have shrunk
+                frame = await reader.next(self.limits.next_check() - now, self.limits.paused, self._progress)
+                if frame is None:
+                    continue
+                if frame["type"] == "websocket.disconnect":
+                    self.log.info("client disconnected (%s)", frame.get("code"))
+                    raise WebSocketDisconnect(frame.get("code", 1000))
+                self.limits.activity(time.monotonic())
+                self._on_frame(frame)
+        finally:
+            await reader.close()
+
+    def _on_frame(self, frame: Frame) -> None:
+        try:
+            if frame.get("bytes") is not None:
+                self._on_binary(frame["bytes"])
+            elif frame.get("text") is not None:
+                self._on_text(frame["text"])
+        except ClientError as exc:
+            self.send_error(exc)
+            if exc.fatal:
+                self.begin_close("error")
 
     def _on_binary(self, data: bytes) -> None:
         limit = self.services.limits.max_message_bytes

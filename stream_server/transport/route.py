@@ -59,6 +59,7 @@ def handshake_of(websocket: WebSocket, svc: Services) -> Handshake:
         subprotocols=list(websocket.scope.get("subprotocols", [])),
         defaults=svc.stream_defaults,
         multilingual=svc.decoder.is_multilingual,
+        model_id=svc.decoder.model_id,
     )
 
 

@@ -17,7 +17,7 @@ from ..auth import ApiKeyAuth, bearer_token
 from ..config import Settings
 from ..decode.interface import Decoder
 from ..decode.types import BatchStats, DecodeJob, DecodeResult
-from ..errors import Overloaded
+from ..errors import InvalidParameter, Overloaded
 from ..metrics import Metrics
 from ..session.machine import StreamConfig
 from ..session.params import StreamParams
@@ -98,5 +98,11 @@ def services(where: Starlette | HTTPConnection) -> Services:
 
 
 def require_api_key(connection: HTTPConnection) -> None:
-    """FastAPI dependency for HTTP routes: ``Unauthorized`` (401) unless a configured key is presented."""
+    """FastAPI dependency for HTTP routes: ``Unauthorized`` (401) unless a configured key is presented. A key in
+    the URL is refused whether keys are configured or not (URLs end up in logs)."""
     services(connection).auth.check(bearer_token(connection.headers))
+    if "access_token" in connection.query_params:
+        raise InvalidParameter(
+            "API keys are never accepted in the URL (URLs end up in logs): send 'Authorization: Bearer KEY'",
+            param="access_token",
+        )

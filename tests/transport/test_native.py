@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient, WebSocketTestSession
@@ -91,6 +92,7 @@ def test_finalize_ends_the_utterance_and_the_stream_goes_on(client: TestClient, 
         ("task=translate", "task", "task=translate needs a multilingual model"),
         ("interim_results=maybe", "interim_results", "interim_results must be true or false, got 'maybe'"),
         ("endpointing_ms=50", "endpointing_ms", "endpointing_ms must be between 100 and 10000"),
+        ("language=xx", "language", "the served model is English-only; language 'xx' needs a multilingual model"),
     ],
 )
 def test_a_bad_parameter_is_refused_with_error_then_1008(client: TestClient, query: str, param: str, text: str) -> None:
@@ -168,3 +170,36 @@ def test_errors_are_counted_with_the_dialect_label(client: TestClient) -> None:
     refusal(client, "/v1/listen?bogus=1")
     metrics = client.get("/metrics").text
     assert 'errors_total{code="invalid_parameter",transport="native"} 1.0' in metrics
+
+
+def test_language_is_read_like_the_http_api(client: TestClient) -> None:
+    for language in ("EN", "english", "auto", ""):
+        with client.websocket_connect(f"/v1/listen?language={language}") as ws:
+            assert ws.receive_json()["language"] == "en"
+            ws.send_json({"type": "close_stream"})
+            assert until_closed(ws)[1] == 1000
+
+
+@pytest.mark.parametrize("query", ["access_token=k", "access%5Ftoken=k", "%61ccess_token=k"])
+def test_a_key_in_the_url_is_refused_however_encoded(client: TestClient, query: str) -> None:
+    message, code = refusal(client, f"/v1/listen?{query}")
+    assert message["code"] == "invalid_parameter" and "never accepted in the URL" in message["message"]
+    assert code == 1008
+    response = client.get(f"/v1/models?{query}")
+    assert response.status_code == 400 and response.json()["error"]["param"] == "access_token"
+
+
+@pytest.mark.parametrize("value", ["16_000", "١٦٠٠٠", "+16000", " 16000", "1e4"])
+def test_numbers_are_ascii_digits_only(client: TestClient, value: str) -> None:
+    message, _ = refusal(client, f"/v1/listen?sample_rate={quote(value)}")
+    assert message["message"] == f"sample_rate must be an integer, got {value!r}"
+
+
+def test_model_is_checked_like_the_http_api(client: TestClient) -> None:
+    for model in ("fake-model", "whisper-1", "gpt-4o-mini-transcribe"):
+        with client.websocket_connect(f"/v1/listen?model={model}") as ws:
+            assert ws.receive_json()["type"] == "session.started"
+            ws.send_json({"type": "close_stream"})
+            until_closed(ws)
+    message, _ = refusal(client, "/v1/listen?model=tts-1")
+    assert message["code"] == "invalid_parameter" and "'tts-1' is not served here" in message["message"]

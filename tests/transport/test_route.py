@@ -108,3 +108,60 @@ def test_uvicorn_websockets_sansio_sends_the_refusal_as_http(uvicorn_url: str) -
             assert refused.value.response.headers["Retry-After"] == "1"
 
     asyncio.run(scenario())
+
+
+def test_a_paused_session_keeps_answering_keepalive_pings() -> None:
+    """Issue 18 finding 6: while intake is paused for backpressure the websocket layer must still see pongs, or
+    its keepalive closes the session (1011) and the finals of accepted audio are lost."""
+    try:
+        from ..helpers import silence, synthesize, to_pcm16
+
+        speech = synthesize("hello there this is a test")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    import numpy as np
+
+    payload = to_pcm16(np.concatenate([speech, silence(1.0), speech, silence(1.0)]))
+    backend = FakeBackend()
+    backend.gate.clear()
+    app = create_app(Settings(max_backlog_s=0.5), backend)
+    port = _free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        ws="websockets-sansio",
+        ws_ping_interval=0.2,
+        ws_ping_timeout=0.3,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+
+    async def scenario() -> tuple[list[dict[str, object]], int | None]:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/listen?interim_results=false") as ws:
+            for i in range(0, len(payload), 3200):
+                await ws.send(payload[i : i + 3200])
+            await ws.send(json.dumps({"type": "close_stream"}))
+            events: list[dict[str, object]] = []
+            while not any(e.get("code") == "backlog_full" for e in events):
+                events.append(json.loads(await ws.recv()))
+            await asyncio.sleep(1.5)  # paused for five ping timeouts
+            backend.gate.set()
+            try:
+                while True:
+                    events.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            except websockets.ConnectionClosed as closed:
+                return events, closed.rcvd.code if closed.rcvd else None
+
+    try:
+        events, code = asyncio.run(scenario())
+    finally:
+        backend.gate.set()
+        server.should_exit = True
+        thread.join(20)
+    assert code == 1000
+    assert [e["type"] for e in events].count("final") == 2 and events[-1]["type"] == "session.closed"

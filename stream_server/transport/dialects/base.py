@@ -38,6 +38,7 @@ class Handshake:
     subprotocols: Sequence[str]
     defaults: StreamParams  # the server's defaults, from Settings
     multilingual: bool  # whether the served model has languages other than English
+    model_id: str = ""  # the served model (a client's ``model`` is checked against it, see ``transport/models``)
 
 
 @dataclass(frozen=True)

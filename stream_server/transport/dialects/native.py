@@ -17,6 +17,8 @@ from ...auth import websocket_credentials
 from ...errors import InvalidParameter, ProtocolError, StreamServerError
 from ...session.events import DecodeError, Final, Partial, SessionEvent, SpeechStarted
 from ...session.params import StreamParams
+from ..languages import language_code
+from ..models import is_served_model, served_models
 from .base import (
     Accepted,
     AudioIn,
@@ -43,7 +45,6 @@ KNOWN_PARAMS = frozenset(
         "word_timestamps",
         "endpointing_ms",
         "model",
-        "access_token",
     }
 )
 ENCODINGS = ("pcm_s16le", "pcm_f32le")
@@ -54,10 +55,10 @@ def _int(params: Mapping[str, str], name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidParameter(f"{name} must be an integer, got {raw!r}", param=name) from None
+    # ASCII digits only: Python's int() also takes "16_000" and other scripts' digits
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise InvalidParameter(f"{name} must be an integer, got {raw!r}", param=name)
+    return int(raw)
 
 
 def _bool(params: Mapping[str, str], name: str, default: bool) -> bool:
@@ -71,19 +72,36 @@ def _bool(params: Mapping[str, str], name: str, default: bool) -> bool:
     raise InvalidParameter(f"{name} must be true or false, got {raw!r}", param=name)
 
 
-def parse_params(query: Mapping[str, Sequence[str]], defaults: StreamParams, multilingual: bool) -> StreamParams:
+def parse_params(
+    query: Mapping[str, Sequence[str]], defaults: StreamParams, multilingual: bool, model_id: str = ""
+) -> StreamParams:
     """Protocol v1 query parameters (the last value of a repeated one wins) over ``defaults``; raises
     ``InvalidParameter``."""
     params = {name: values[-1] for name, values in query.items() if values}
+    if "access_token" in query:  # decoded already: access%5Ftoken arrives here too
+        raise InvalidParameter(
+            "API keys are never accepted in the URL (URLs end up in logs): send 'Authorization: Bearer KEY', "
+            "or from a browser the subprotocol bearer.KEY",
+            param="access_token",
+        )
     unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter(s): {', '.join(unknown)}", param=unknown[0])
+    model = params.get("model")
+    if model is not None and model_id and not is_served_model(model, model_id):
+        raise InvalidParameter(
+            f"model {model!r} is not served here; use {', '.join(served_models(model_id))} or leave it out",
+            param="model",
+        )
     encoding = params.get("encoding", defaults.encoding)
     if encoding not in ENCODINGS:
         raise InvalidParameter("encoding must be pcm_s16le or pcm_f32le", param="encoding")
-    language = params.get("language") or None
-    if language == "auto":
-        language = None
+    raw_language = params.get("language")
+    try:
+        language = language_code(raw_language)
+        known_language = True
+    except ValueError:  # reported below, after the checks that come first
+        language, known_language = raw_language, False
     task = params.get("task", "transcribe")
     if not multilingual:
         if language not in (None, "en"):
@@ -109,7 +127,7 @@ def parse_params(query: Mapping[str, Sequence[str]], defaults: StreamParams, mul
         raise InvalidParameter("task must be 'transcribe' or 'translate'", param="task")
     if endpointing_ms is not None and not 100 <= endpointing_ms <= 10000:
         raise InvalidParameter("endpointing_ms must be between 100 and 10000", param="endpointing_ms")
-    if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
+    if not known_language:
         raise InvalidParameter("language must be an ISO-639-1 code such as 'en'", param="language")
     return dataclasses.replace(
         defaults,
@@ -190,7 +208,7 @@ class NativeDialect:
     def accept(self, handshake: Handshake) -> Accepted:
         key, subprotocol = websocket_credentials(handshake.headers, handshake.subprotocols)
         self._multilingual = handshake.multilingual
-        params = parse_params(handshake.query, handshake.defaults, handshake.multilingual)
+        params = parse_params(handshake.query, handshake.defaults, handshake.multilingual, handshake.model_id)
         self._language = params.language or "en"
         return Accepted(params=params, api_key=key, subprotocol=subprotocol)
 
