@@ -34,21 +34,21 @@ from .transport.limits import StreamLimits
 from .transport.registry import SessionRegistry
 from .transport.route import dialect_route
 from .transport.services import DecoderSlot, Services
-from .transport.session_api import session_factory, session_policy, stream_defaults
+from .transport.session_api import session_factory
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def build_services(settings: Settings) -> Services:
-    policy = session_policy(settings)
+    policy = settings.session_policy()
     return Services(
         settings=settings,
         decoder=DecoderSlot(settings.resolved_model_id()),
         registry=SessionRegistry(settings.max_sessions),
         auth=ApiKeyAuth(settings.all_api_keys()),
         metrics=Metrics(),
-        stream_defaults=stream_defaults(settings),
+        stream_defaults=settings.stream_params(),
         session_policy=policy,
         session_factory=session_factory(policy),
         limits=StreamLimits.from_settings(settings),
@@ -115,6 +115,6 @@ async def _start_engine(settings: Settings, backend: DecodeBackend | None, metri
         settings.max_batch_size,
         audio_cap,
         settings.final_context_s,
-        settings.idle_final_beam_size or settings.final_beam_size,
+        settings.final_beam_size,
     )
     return engine

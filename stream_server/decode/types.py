@@ -40,6 +40,7 @@ class DecodeOptions:
 
     task: Task = "transcribe"
     language: str | None = None  # None: the model's only language, or detected on multilingual models
+    languages: tuple[str, ...] = ()  # detection limited to these codes (empty: any); a hint when ``language`` is None
     beam_size: int = 1
     temperatures: tuple[float, ...] = (0.0,)
     word_timestamps: bool = False

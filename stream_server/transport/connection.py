@@ -353,7 +353,7 @@ class StreamConnection:
                 self.begin_close("client_closed")
             elif isinstance(command, base.ClearIn):
                 if self.session is not None and not self.limits.closing:
-                    self.emit(self.session, self.session.clear())
+                    self.session.clear()
             elif isinstance(command, base.StartIn):
                 self._on_start(command)
             elif isinstance(command, base.ReplyOut):

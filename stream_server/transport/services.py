@@ -19,8 +19,8 @@ from ..decode.interface import Decoder
 from ..decode.types import BatchStats, DecodeJob, DecodeResult
 from ..errors import InvalidParameter, Overloaded
 from ..metrics import Metrics
-from ..session.machine import StreamConfig
 from ..session.params import StreamParams
+from ..session.policy import SessionPolicy
 from .limits import StreamLimits
 from .registry import SessionRegistry
 from .session_api import SessionFactory
@@ -83,7 +83,7 @@ class Services:
     auth: ApiKeyAuth
     metrics: Metrics
     stream_defaults: StreamParams  # what a client gets for what it does not ask for
-    session_policy: StreamConfig  # the server's streaming policy
+    session_policy: SessionPolicy  # the server's streaming policy
     session_factory: SessionFactory
     limits: StreamLimits
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from stream_server.config import Settings
 from stream_server.decode.types import Word
 from stream_server.errors import InvalidParameter
 from stream_server.session.events import Final, Partial
 from stream_server.session.params import StreamParams
 from stream_server.transport.dialects.native import event_message, parse_params
 
-DEFAULTS = StreamParams(16000, "pcm_s16le", 1, False, None, (), "transcribe", "", True, False, 500)
+DEFAULTS = Settings().stream_params()
 
 
 def parse_stream_config(params: dict[str, str], base: StreamParams, multilingual: bool) -> StreamParams:

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...auth import websocket_credentials
+from ...codecs import ENCODINGS
 from ...errors import InvalidParameter, ProtocolError, StreamServerError
 from ...session.events import DecodeError, Final, Partial, SessionEvent, SpeechStarted
-from ...session.params import StreamParams
+from ...session.params import StreamParams, validate_params
 from ..languages import language_code
 from ..models import is_served_model, served_models
 from .base import (
@@ -47,7 +48,6 @@ KNOWN_PARAMS = frozenset(
         "model",
     }
 )
-ENCODINGS = ("pcm_s16le", "pcm_f32le")
 MAX_PROMPT_CHARS = 2000
 
 
@@ -95,7 +95,7 @@ def parse_params(
         )
     encoding = params.get("encoding", defaults.encoding)
     if encoding not in ENCODINGS:
-        raise InvalidParameter("encoding must be pcm_s16le or pcm_f32le", param="encoding")
+        raise InvalidParameter(f"encoding must be {' or '.join(ENCODINGS)}", param="encoding")
     raw_language = params.get("language")
     try:
         language = language_code(raw_language)
@@ -119,17 +119,9 @@ def parse_params(
     endpointing_ms = _int(params, "endpointing_ms", 0) if "endpointing_ms" in params else defaults.endpointing_ms
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt")
-    if not 8000 <= sample_rate <= 48000:
-        raise InvalidParameter("sample_rate must be between 8000 and 48000", param="sample_rate")
-    if not 1 <= channels <= 8:
-        raise InvalidParameter("channels must be between 1 and 8", param="channels")
-    if task not in ("transcribe", "translate"):
-        raise InvalidParameter("task must be 'transcribe' or 'translate'", param="task")
-    if endpointing_ms is not None and not 100 <= endpointing_ms <= 10000:
-        raise InvalidParameter("endpointing_ms must be between 100 and 10000", param="endpointing_ms")
     if not known_language:
         raise InvalidParameter("language must be an ISO-639-1 code such as 'en'", param="language")
-    return dataclasses.replace(
+    parsed = dataclasses.replace(
         defaults,
         sample_rate=sample_rate,
         encoding=encoding,
@@ -142,6 +134,7 @@ def parse_params(
         word_timestamps=word_timestamps,
         endpointing_ms=endpointing_ms,
     )
+    return validate_params(parsed, multilingual)
 
 
 def _r(t: float) -> float:
