@@ -413,7 +413,7 @@ def test_metrics_follow_a_session(loaded: ServerHandle, sentence_audio: list[np.
         "audio": ("stream_audio_seconds_total", {}),
         "batches": ("decode_batch_size_count", {}),
         "waits": ("decode_queue_wait_seconds_count", {}),
-        "extras": ("decode_final_extras_total", {"outcome": "kept"}),  # an idle server: beam 5 for the final
+        "extras": ("decode_final_tier_total", {"tier": "full"}),  # an idle server: context and beam 5 for the final
     }
     before = {k: metric_value(loaded, name, **labels) for k, (name, labels) in names.items()}
     audio = np.concatenate([sentence_audio[2], silence(1.0)])
