@@ -116,7 +116,12 @@ class SessionInfo:
 
 class Dialect(Protocol):
     """One connection's translator. A new instance per connection; it may keep per-connection state (ids,
-    the text already sent as deltas)."""
+    the text already sent as deltas).
+
+    Optional class attribute ``coalesce_partials`` (default True): whether, for a client that reads slowly, the
+    connection may replace an unsent message rendered from a ``Partial`` by the next one of the same utterance.
+    A dialect whose partial messages are deltas (each must arrive) sets it False.
+    """
 
     name: ClassVar[str]  # label in metrics (``errors_total{transport}``) and logs: native, deepgram, ...
     # How a refused handshake is answered: True, an HTTP status before the upgrade (Deepgram clients expect
