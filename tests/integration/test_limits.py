@@ -260,12 +260,19 @@ UNKNOWN_TYPE = json.dumps({"type": "x" * 200})  # each answered by a ~150-byte p
 def back_up(ws: RawWebsocket, server: ServerHandle, until: Callable[[], bool]) -> int:
     """Send bad messages without reading the errors until ``until()``: the kernel's socket buffers
     (autotuned up to a few MB on loopback) fill first, then the server's outbox. Returns how many."""
+    answered_before = metric_value(server, "errors_total", transport="native", code="protocol_error")
+
+    def caught_up() -> bool:  # the server has read every bad message sent so far (none waits in TCP buffers)
+        return metric_value(server, "errors_total", transport="native", code="protocol_error") >= answered_before + sent
+
     sent = 0
     while sent < 100_000:
-        for _ in range(1000):
+        for _ in range(500):
             ws.send_text(UNKNOWN_TYPE)
-        sent += 1000
-        time.sleep(0.1)
+        sent += 500
+        # on a slow machine the server reads slower than this loop writes: pace on its reading, so that the
+        # outbox grows by at most one burst past ``until`` (not by everything still in flight)
+        wait_until(lambda: caught_up() or until(), 30, interval_s=0.02)
         if until():
             return sent
     raise AssertionError(f"the server's writes never backed up after {sent} unread events")
