@@ -15,13 +15,13 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .decode.types import SAMPLE_RATE
-from .session.params import StreamParams
-from .session.policy import SessionPolicy
 from .decode.batching import WindowPolicy
 from .decode.final_policy import FinalPolicyConfig
 from .decode.loader import BackendConfig, default_compute_type
 from .decode.scheduler import SchedulerConfig
+from .decode.types import SAMPLE_RATE
+from .session.params import StreamParams
+from .session.policy import SessionPolicy
 
 
 def available_cores() -> int:

@@ -41,20 +41,6 @@ class BatchReport:
     tiers: Counter[FinalTier] = field(default_factory=Counter)  # finals that offered a choice, by tier chosen
     repair_calls: int = 0  # alignment calls run for repairs (their re-decodes are jobs of a batch)
 
-    # TODO(lead): metrics.py still reads these; rename decode_final_extras_total to
-    # decode_final_tier_total{tier} read from ``tiers``, then delete them.
-    @property
-    def extras_kept(self) -> int:
-        return self.tiers[FinalTier.FULL]
-
-    @property
-    def extras_context_dropped(self) -> int:
-        return self.tiers[FinalTier.NO_CONTEXT]
-
-    @property
-    def extras_dropped(self) -> int:
-        return self.tiers[FinalTier.LATE]
-
 
 BatchObserver = Callable[[BatchReport], None]
 

@@ -226,7 +226,9 @@ class Channel:
             if self.last_language is not None and language != self.last_language:
                 self.prompt.clear()  # no text of one language is carried into another, as prompt or context
             self.last_language = language
-            self.prompt.commit(text, end, suspicious=result.looks_hallucinated(self.partial_options), start_s=audio_start)
+            self.prompt.commit(
+                text, end, suspicious=result.looks_hallucinated(self.partial_options), start_s=audio_start
+            )
             if self.params.word_timestamps:
                 words = tuple(
                     Word(w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from stream_server.offline import Transcript, TranscriptSegment, TranscriptWord
-from stream_server.transport import formats
+from stream_server.transport.http import formats
 
 SRT_TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2}),(\d{3}) --> (\d{2}):(\d{2}):(\d{2}),(\d{3})$")
 VTT_TIME = re.compile(r"^(\d{2}):(\d{2}):(\d{2})\.(\d{3}) --> (\d{2}):(\d{2}):(\d{2})\.(\d{3})$")
