@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,19 +108,29 @@ class CallEvents:
             self._client = None
 
 
-async def call_events_route(websocket: WebSocket) -> None:
+def call_events_endpoint(hub: CallEvents, auth: ApiKeyAuth) -> Callable[[WebSocket], Awaitable[None]]:
     """``GET /v1/calls/{callSid}/events``: protocol v1 events of that call until it ends (``call.ended``), keyed
-    like every route (``Authorization: Bearer`` or the ``bearer.KEY`` subprotocol)."""
-    hub: CallEvents = websocket.app.state.call_events
-    auth: ApiKeyAuth = websocket.app.state.auth
-    token, subprotocol = websocket_credentials(websocket.headers, websocket.scope.get("subprotocols", []))
-    try:
-        auth.check(token)
-    except StreamServerError as exc:
-        await websocket.close(code=exc.close_code, reason=exc.message[:120])
-        return
-    await websocket.accept(subprotocol=subprotocol)
-    subscription = hub.subscribe(websocket.path_params["callSid"])
+    like every route (``Authorization: Bearer`` or the ``bearer.KEY`` subprotocol). A subscriber may connect
+    before the call starts; it gets what is published from then on."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        token, subprotocol = websocket_credentials(websocket.headers, websocket.scope.get("subprotocols", []))
+        try:
+            auth.check(token)
+        except StreamServerError as exc:
+            await websocket.close(code=exc.close_code, reason=exc.message[:120])
+            return
+        await websocket.accept(subprotocol=subprotocol)
+        subscription = hub.subscribe(websocket.path_params["callSid"])
+        try:
+            await _forward(websocket, subscription)
+        finally:
+            hub.unsubscribe(subscription)
+
+    return endpoint
+
+
+async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
     receiver = asyncio.create_task(_drain_client(websocket))
     try:
         while not receiver.done():
@@ -128,19 +138,18 @@ async def call_events_route(websocket: WebSocket) -> None:
             await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
-                break
+                return
             message = getter.result()
             if message is None or subscription.overflowed:
                 await _close(websocket, 1008, "slow_consumer: the subscriber fell too far behind")
-                break
+                return
             await websocket.send_json(message)
             if message.get("type") == "call.ended":
                 await _close(websocket, 1000, "call ended")
-                break
+                return
     except (WebSocketDisconnect, RuntimeError):
         pass  # the subscriber went away
     finally:
-        hub.unsubscribe(subscription)
         receiver.cancel()
 
 

@@ -65,6 +65,7 @@ class OpenAIRealtimeDialect:
 
     name: ClassVar[str] = "openai_realtime"
     refuse_with_http: ClassVar[bool] = True  # a bad key or intent fails ``connect()`` at once, with 401/400
+    coalesce_partials: ClassVar[bool] = False  # each partial's deltas are pieces of the transcript: none dropped
 
     def __init__(self) -> None:
         self._beta = False
