@@ -120,9 +120,9 @@ def call_events_endpoint(hub: CallEvents, auth: ApiKeyAuth) -> Callable[[WebSock
         except StreamServerError as exc:
             await websocket.close(code=exc.close_code, reason=exc.message[:120])
             return
-        await websocket.accept(subprotocol=subprotocol)
-        subscription = hub.subscribe(websocket.path_params["callSid"])
+        subscription = hub.subscribe(websocket.path_params["callSid"])  # before accept: nothing is missed
         try:
+            await websocket.accept(subprotocol=subprotocol)
             await _forward(websocket, subscription)
         finally:
             hub.unsubscribe(subscription)

@@ -1,0 +1,41 @@
+"""Fixtures of the dialects' end-to-end tests: one keyed server for the module set, and the protocol v1 result
+on the same recording as the baseline every dialect's WER is compared with."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from ..conftest import ServerHandle, start_server
+from ..helpers import stream_audio, to_pcm16
+from .e2e import API_KEY, TWILIO_TOKEN, two_sentences_16k
+
+
+@pytest.fixture(scope="session")
+def dialect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    handle = start_server(
+        tmp_path_factory.mktemp("dialect-server"),
+        api_keys=[API_KEY],
+        twilio_auth_token=TWILIO_TOKEN,
+        twilio_webhook_prefixes="http://127.0.0.1:",
+        idle_timeout_s=20,
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def native_text(dialect_server: ServerHandle) -> str:
+    """Protocol v1's transcript of the two-sentence recording (same endpointing as the dialects' tests)."""
+    result = asyncio.run(
+        stream_audio(
+            dialect_server.ws_url,
+            to_pcm16(two_sentences_16k()),
+            realtime=False,
+            params={"endpointing_ms": "500"},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    )
+    return result.text()
