@@ -43,9 +43,13 @@ async def realtime_abuse(url: str) -> list[dict[str, Any]]:
     async with websockets.connect(f"{url}{REALTIME}", additional_headers=AUTH, max_size=None) as ws:
         assert (await recv_json(ws))["type"] == "session.created"
         replies = []
-        bad_events = ("{oops", json.dumps({"type": "input_audio_buffer.append", "audio": "@@@"}),
-                      json.dumps({"type": "conversation.item.create"}), json.dumps({"type": "session.update",
-                      "session": {"type": "transcription", "audio": {"input": {"format": {"type": "audio/opus"}}}}}))  # fmt: skip
+        opus = {"type": "transcription", "audio": {"input": {"format": {"type": "audio/opus"}}}}
+        bad_events = (
+            "{oops",
+            json.dumps({"type": "input_audio_buffer.append", "audio": "@@@"}),
+            json.dumps({"type": "conversation.item.create"}),
+            json.dumps({"type": "session.update", "session": opus}),
+        )
         for bad in bad_events:
             await ws.send(bad)
             replies.append(await recv_json(ws))
@@ -65,7 +69,8 @@ async def abrupt(url: str) -> None:
 async def healthy(url: str) -> list[dict[str, Any]]:
     audio = np.concatenate([silence(0.3), sentences_16k()[0], silence(1.0)])
     pcm = to_pcm16(audio)
-    async with websockets.connect(f"{url}{DEEPGRAM}&endpointing=500", additional_headers={"Authorization": f"Token {API_KEY}"}) as ws:  # fmt: skip
+    token = {"Authorization": f"Token {API_KEY}"}
+    async with websockets.connect(f"{url}{DEEPGRAM}&endpointing=500", additional_headers=token) as ws:
         for i in range(0, len(pcm), 3200):
             await ws.send(pcm[i : i + 3200])
             await asyncio.sleep(0.02)
