@@ -8,16 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..conftest import ServerHandle, start_server
+from ..conftest import ServerHandle, start_server_with_keys
 from ..helpers import stream_audio, to_pcm16
 from .e2e import API_KEY, TWILIO_TOKEN, two_sentences_16k
 
 
 @pytest.fixture(scope="session")
 def dialect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    handle = start_server(
+    handle = start_server_with_keys(
         tmp_path_factory.mktemp("dialect-server"),
-        api_keys=[API_KEY],
+        [API_KEY],
         twilio_auth_token=TWILIO_TOKEN,
         twilio_webhook_prefixes="http://127.0.0.1:",
         idle_timeout_s=20,

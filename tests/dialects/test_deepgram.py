@@ -175,3 +175,12 @@ def test_metadata_at_close_and_errors() -> None:
     (err,) = d.error(AudioFormatError("bad bytes"))
     assert err == {"type": "Error", "variant": "InvalidAudio", "description": "bad bytes", "message": ""}
     json.dumps([meta, err])
+
+
+def test_a_finalize_racing_an_endpoint_still_gets_its_answer() -> None:
+    d = open_dialect({"encoding": "linear16"})
+    d.render(SpeechStarted(0, 0, 0.2))
+    assert d.on_text('{"type":"Finalize"}') == [FinalizeIn(None)]  # open as far as the dialect knows
+    result, answer = d.render(final("Done.", reason="endpoint"))  # the endpoint had ended it first
+    assert result["speech_final"] and not result["from_finalize"]
+    assert answer["from_finalize"] and answer["channel"]["alternatives"][0]["transcript"] == ""

@@ -79,7 +79,9 @@ def test_live_pcm_interim_final_vad_events_finalize_and_close(dialect_server: Se
     assert finalized.from_finalize and finalized.channel.alternatives[0].transcript
     assert empty.from_finalize and empty.channel.alternatives[0].transcript == ""  # nothing was open
     words = endpointed.channel.alternatives[0].words
-    assert words and words[0].start >= 0.3 and words[-1].end <= endpointed.start + endpointed.duration + 0.05
+    assert (
+        words and 0 <= words[0].start < words[-1].end <= endpointed.start + endpointed.duration + 0.5
+    )  # Whisper's timing
     assert "UtteranceEnd" in kinds and kinds[-1] == "Metadata"
     assert messages[-1].duration == pytest.approx(len(audio) / 16000, abs=0.1)
     assert_wer_close(transcript(messages), native_text, points=1)

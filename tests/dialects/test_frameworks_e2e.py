@@ -74,14 +74,14 @@ def test_livekit_deepgram_plugin(dialect_server: ServerHandle) -> None:
 
 def test_livekit_openai_realtime_plugin(dialect_server: ServerHandle) -> None:
     pytest.importorskip("livekit.plugins.openai", reason="livekit-plugins-openai is in the dialects-test extra")
-    import aiohttp
+    from livekit.agents.utils import http_context
     from livekit.plugins import openai as lk_openai
 
     async def scenario() -> list[Any]:
-        async with aiohttp.ClientSession() as http:
+        async with http_context.open():  # what an agent job provides: the plugin's aiohttp session
             plugin = lk_openai.STT(
                 base_url=f"{dialect_server.base_url}/v1", api_key=API_KEY, use_realtime=True,
-                model="gpt-4o-mini-transcribe", language="en", http_session=http,
+                model="gpt-4o-mini-transcribe", language="en",
             )  # fmt: skip
             return await livekit_transcribe(plugin, pcm16_at(first_sentence(), 24000), 24000)
 

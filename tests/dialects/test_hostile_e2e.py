@@ -18,7 +18,7 @@ from .e2e import API_KEY, references, sentences_16k
 DEEPGRAM = "/deepgram/v1/listen?encoding=linear16&sample_rate=16000"
 REALTIME = "/v1/realtime?intent=transcription"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-OVERSIZE = b"\x00" * (2 << 20)  # over max_message_bytes (1 MiB) and under the websocket layer's cut-off
+OVERSIZE = b"\x00" * (3 << 19)  # 1.5 MiB: over max_message_bytes (1 MiB), under the websocket layer's cut-off
 
 
 async def recv_json(ws: Any, timeout: float = 30) -> dict[str, Any]:
@@ -53,7 +53,7 @@ async def realtime_abuse(url: str) -> list[dict[str, Any]]:
         for bad in bad_events:
             await ws.send(bad)
             replies.append(await recv_json(ws))
-        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (2 << 20)}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 100_000}))
         replies.append(await recv_json(ws))
         await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         replies += [await recv_json(ws), await recv_json(ws)]

@@ -26,6 +26,13 @@ def client(server: ServerHandle) -> Any:
     return openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0)
 
 
+def beta_client(server: ServerHandle) -> Any:
+    """The beta connect always uses wss:// from ``base_url``; a plain-ws server is named explicitly."""
+    return openai.AsyncOpenAI(
+        base_url=f"{server.base_url}/v1", websocket_base_url=f"{server.ws_url}/v1", api_key=API_KEY, max_retries=0
+    )
+
+
 async def append(connection: Any, payload: bytes, bytes_per_s: int) -> None:
     step = bytes_per_s // 20  # 50 ms per event, as LiveKit sends
     for i in range(0, len(payload), step):
@@ -129,7 +136,7 @@ def test_beta_transcription_session(dialect_server: ServerHandle) -> None:
     first, _ = sentences_16k()
 
     async def scenario() -> None:
-        connect = client(dialect_server).beta.realtime.connect(
+        connect = beta_client(dialect_server).beta.realtime.connect(
             model="whisper-1", extra_query={"intent": "transcription"}
         )
         async with connect as connection:

@@ -102,6 +102,10 @@ class DeepgramDialect:
 
     # --- handshake
 
+    def presented_key(self, handshake: Handshake) -> str | None:
+        """The key alone, so a bad key is refused (401) before a bad parameter (400) says anything."""
+        return parse_auth(handshake)[0]
+
     def accept(self, handshake: Handshake) -> Accepted:
         self._created = datetime.fromtimestamp(self._clock(), timezone.utc).isoformat(timespec="milliseconds")
         query = handshake.query
@@ -232,8 +236,11 @@ class DeepgramDialect:
     def _final(self, event: Final) -> list[Message]:
         key = (event.channel, event.utterance_id)
         self._open.discard(key)
-        from_finalize = event.reason == "finalize" or key in self._finalizing
+        answers_finalize = key in self._finalizing
         self._finalizing.discard(key)
+        # an endpoint that ended the utterance before the Finalize reached the session: the final is said as
+        # endpointed, and the Finalize still gets its (empty) answer
+        from_finalize = event.reason == "finalize" or (answers_finalize and event.reason != "endpoint")
         words = [
             {
                 "word": _plain(w.word),
@@ -257,6 +264,10 @@ class DeepgramDialect:
             language=event.language,
         )
         messages = [result]
+        if answers_finalize and not from_finalize:
+            messages.append(
+                self._results(event.channel, event.end, event.end, "", (), is_final=True, from_finalize=True)
+            )
         if self._utterance_end and event.reason != "max_length" and event.text:
             last_word_end = words[-1]["end"] if words else _r(event.end)
             messages.append(

@@ -52,6 +52,7 @@ class _Item:
     start: float | None = None
     end: float = 0.0
     committed: bool = False
+    continues: bool = False  # its last utterance was cut for length: the next utterance joins it
     failed: bool = False
     sent: str = ""  # the concatenation of the deltas sent
     done: list[str] = field(default_factory=list)  # finals of length cuts inside this item
@@ -80,18 +81,24 @@ class OpenAIRealtimeDialect:
 
     # --- handshake
 
+    def presented_key(self, handshake: Handshake) -> str | None:
+        """``Authorization: Bearer KEY``, else the browser subprotocol ``openai-insecure-api-key.KEY``."""
+        scheme, _, token = handshake.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        for proto in handshake.subprotocols:
+            if proto.startswith(_KEY_SUBPROTOCOL):
+                return proto[len(_KEY_SUBPROTOCOL) :]
+        return None
+
     def accept(self, handshake: Handshake) -> Accepted:
         intent = last(handshake.query, "intent")
         if intent != "transcription":
             raise InvalidParameter("only transcription sessions are served: add ?intent=transcription", param="intent")
         protocols = list(handshake.subprotocols)
         self._beta = "realtime=v1" in handshake.headers.get("openai-beta", "") or "openai-beta.realtime-v1" in protocols
-        scheme, _, token = handshake.headers.get("authorization", "").partition(" ")
-        api_key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+        api_key = self.presented_key(handshake)
         subprotocol = None
-        for proto in protocols:
-            if api_key is None and proto.startswith(_KEY_SUBPROTOCOL):
-                api_key = proto[len(_KEY_SUBPROTOCOL) :]
         if "realtime" in protocols:
             subprotocol = "realtime"  # browsers offer it beside the key; it must be echoed
         self._config = initial_config(handshake.defaults, last(handshake.query, "model"))
@@ -170,8 +177,8 @@ class OpenAIRealtimeDialect:
     def render(self, event: SessionEvent) -> list[Message]:
         vad = self._config is not None and self._config.silence_ms is not None
         if isinstance(event, SpeechStarted):
-            continuing = self._item is not None
-            item = self._item_of(event.utterance_id)
+            continuing = self._item is not None and self._item.continues
+            item = self._started(event.utterance_id)
             if item.start is None:
                 item.start = event.start
             if not vad or continuing:
@@ -180,9 +187,10 @@ class OpenAIRealtimeDialect:
                 self._event("input_audio_buffer.speech_started", audio_start_ms=_ms(event.start), item_id=item.item_id)
             ]
         if isinstance(event, SpeechEnded):
-            if event.reason == "max_length":
-                return []  # the item goes on with the next utterance
             item = self._item_of(event.utterance_id)
+            if event.reason == "max_length":
+                item.continues = True  # the item goes on with the next utterance
+                return []
             self._item = None  # the next utterance opens a new item
             item.end = event.end
             messages = []
@@ -214,6 +222,18 @@ class OpenAIRealtimeDialect:
             ]
         return []
 
+    def _started(self, utterance_id: int) -> _Item:
+        """A new utterance joins the open item only after a length cut; otherwise it opens a new item."""
+        item = self._by_utterance.get(utterance_id)
+        if item is None:
+            if self._item is not None and self._item.continues:
+                item = self._item
+                item.continues = False
+            else:
+                item = self._new_item()
+            self._by_utterance[utterance_id] = item
+        return item
+
     def _item_of(self, utterance_id: int) -> _Item:
         """The item an utterance belongs to: the one it was started in, else the open one, else a new one."""
         item = self._by_utterance.get(utterance_id) or self._item or self._new_item()
@@ -227,6 +247,8 @@ class OpenAIRealtimeDialect:
             item.start = event.start
         item.end = max(item.end, event.end)
         if event.reason == "max_length" and item is self._item:
+            if all(other is not item for other in self._by_utterance.values()):
+                item.continues = True  # no later utterance joined yet: the next one will
             if event.text.strip():
                 item.done.append(event.text.strip())
             return self._delta(item, item.text_with(""))
