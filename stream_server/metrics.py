@@ -1,13 +1,13 @@
 """Prometheus metrics (prometheus-client), one registry per app so tests can run several servers.
 
-The transports and the engine call the ``on_*`` hooks; nothing here knows about sockets. Names (all listed in
-docs/README-operations.md):
+The transports and the engine call the ``on_*`` hooks; nothing here knows about sockets. Names:
 
 - ``stream_active_sessions`` (gauge), ``stream_audio_seconds_total``, ``stream_messages_sent_total{type}``
   (events written to sockets; a coalesced partial is never sent, so never counted),
   ``stream_partials_coalesced_total``, ``stream_final_latency_seconds`` (final decode job submitted ->
   final queued to its socket), ``stream_backpressure_total`` (times a session was throttled).
-- ``errors_total{transport,code}``: every error reported to a client, websocket or HTTP, by stable code.
+- ``errors_total{transport,code}``: every error reported to a client by stable code; ``transport`` is the
+  websocket dialect's name (``native``, ``deepgram``, ...) or ``http``.
 - ``decode_batch_size``, ``decode_queue_wait_seconds``, ``decode_batch_seconds``, ``decode_failed_batches_total``,
   ``decode_queue_depth`` (gauge), ``decode_final_extras_total{outcome}`` (finals offered context and idle beam:
   ``kept``, ``context_dropped`` while the server was busy, or ``dropped`` after waiting).

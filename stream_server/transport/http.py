@@ -27,20 +27,21 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from ..auth import require_api_key
 from ..decode.types import Task
-from ..errors import InvalidParameter, LimitExceeded, ModelNotFound, StreamServerError, Unauthorized
+from ..errors import InvalidParameter, LimitExceeded, ModelNotFound, StreamServerError
 from ..media import decode_audio
+from ..offline import DecodeEngine as OfflineEngine
 from ..offline import Transcript, transcribe_file, transcribe_segments, upload_decode_options
 from ..session.segmenter import split_utterances
 from . import formats
+from .errors import error_body
 from .formats import RESPONSE_FORMATS, ResponseFormat, TimestampGranularity
+from .services import require_api_key, services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,42 +61,6 @@ CLIENT_CLOSED = 499  # nginx's status for "client closed the request": logged an
 
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
-
-
-# --- errors in OpenAI's shape ------------------------------------------------------------------------------
-
-
-def error_body(exc: StreamServerError) -> dict[str, Any]:
-    return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
-
-
-def error_response(exc: StreamServerError) -> JSONResponse:
-    """The HTTP answer for any of our errors (``app.py`` registers it for ``StreamServerError``)."""
-    headers: dict[str, str] = {}
-    if isinstance(exc, Unauthorized):
-        headers["WWW-Authenticate"] = "Bearer"
-    if exc.http_status in (429, 503):
-        headers["Retry-After"] = "1"
-    return JSONResponse(error_body(exc), status_code=exc.http_status, headers=headers)
-
-
-def validation_error_response(exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's request validation errors (query/path/body parameters), reshaped like OpenAI's 400s."""
-    errors = list(exc.errors())
-    first = errors[0] if errors else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
-    param = ".".join(location) or None
-    message = str(first.get("msg", "invalid request"))
-    code = "missing_parameter" if first.get("type") == "missing" else "invalid_parameter"
-    body = {
-        "error": {
-            "message": f"{param}: {message}" if param else message,
-            "type": "invalid_request_error",
-            "param": param,
-            "code": code,
-        }
-    }
-    return JSONResponse(body, status_code=400)
 
 
 # --- reading and validating the form -----------------------------------------------------------------------
@@ -273,14 +238,11 @@ def resolve_task(endpoint_task: Task, language: str | None, *, multilingual: boo
 
 
 def _served_models(request: Request) -> list[str]:
-    engine = request.app.state.engine
-    return list(dict.fromkeys([engine.backend.model_id, OPENAI_MODEL_ALIAS]))
+    return list(dict.fromkeys([services(request).decoder.model_id, OPENAI_MODEL_ALIAS]))
 
 
 def _count(request: Request, endpoint: str, status: int) -> None:
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.http_requests.labels(endpoint, str(status)).inc()
+    services(request).metrics.http_requests.labels(endpoint, str(status)).inc()
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -326,16 +288,16 @@ async def _sse_events(segments: AsyncIterator[Any]) -> AsyncIterator[str]:
 
 
 async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
-    state = request.app.state
-    settings, engine = state.settings, state.engine
+    svc = services(request)
+    settings, engine = svc.settings, svc.decoder
     endpoint = "transcriptions" if endpoint_task == "transcribe" else "translations"
     form: FormData | None = None
     try:
         form = await read_form(request, settings.max_upload_bytes)
         served = frozenset(_served_models(request))
         upload = parse_upload_form(form, served, settings.max_upload_bytes)
-        multilingual = bool(engine.backend.is_multilingual)
-        task = resolve_task(endpoint_task, upload.language, multilingual=multilingual, model_id=engine.backend.model_id)
+        multilingual = engine.is_multilingual
+        task = resolve_task(endpoint_task, upload.language, multilingual=multilingual, model_id=engine.model_id)
         language = upload.language or (None if multilingual else "en")
         audio = await asyncio.to_thread(
             decode_audio,
@@ -367,6 +329,8 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         split_utterances, max_utterance_s=settings.max_utterance_s, aggressiveness=settings.vad_aggressiveness
     )
     owner = f"http-{uuid.uuid4().hex[:12]}"
+    # offline's engine protocol says cancel_owner returns None where the Decoder's returns a count
+    uploads_engine = cast(OfflineEngine, engine)
     common: dict[str, Any] = {
         "owner": owner,
         "options": options,
@@ -375,7 +339,7 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
     }
     if upload.stream:
         _count(request, endpoint, 200)
-        segments = transcribe_segments(engine, audio, detect_language=language is None, **common)
+        segments = transcribe_segments(uploads_engine, audio, detect_language=language is None, **common)
         return StreamingResponse(
             _sse_events(segments),
             media_type="text/event-stream",
@@ -384,7 +348,7 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
     try:
         transcript = await _unless_disconnected(
             request,
-            transcribe_file(engine, audio, default_language="en", detect_language=language is None, **common),
+            transcribe_file(uploads_engine, audio, default_language="en", detect_language=language is None, **common),
         )
     except StreamServerError as exc:  # the request's queued jobs are already cancelled (``offline``)
         _count(request, endpoint, exc.http_status)

@@ -120,7 +120,7 @@ def test_too_many_sessions_get_an_error_then_1013(tight: ServerHandle) -> None:
             await ws.close()
 
     asyncio.run(scenario())
-    assert metric_value(tight, "errors_total", transport="ws", code="too_many_sessions") >= 1
+    assert metric_value(tight, "errors_total", transport="native", code="too_many_sessions") >= 1
     assert wait_until(lambda: server_status(tight)["sessions"] == 0, 10)
 
 
@@ -296,7 +296,7 @@ def test_a_slow_reader_gets_coalesced_partials_and_every_final(
 
 def test_a_client_that_never_reads_is_closed_as_slow_consumer(loaded: ServerHandle) -> None:
     ws = RawWebsocket(loaded.port, rcvbuf=4096)
-    gave_up = lambda: metric_value(loaded, "errors_total", transport="ws", code="slow_consumer") > 0  # noqa: E731
+    gave_up = lambda: metric_value(loaded, "errors_total", transport="native", code="slow_consumer") > 0  # noqa: E731
     with contextlib.suppress(OSError):  # once it gives up the server stops reading too: our sends block
         back_up(ws, loaded, gave_up)
     assert wait_until(gave_up, 10)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ...errors import StreamServerError
 from ...session.events import SessionEvent
@@ -143,3 +143,11 @@ class Dialect(Protocol):
     def closed(self, reason: str, audio_seconds: float) -> list[Message]:
         """Messages after the last final (``session.closed``, Deepgram ``Metadata``)."""
         ...
+
+
+@runtime_checkable
+class PresentsKey(Protocol):
+    """Optional for a dialect: the key a handshake presents, read without parsing the rest, so that a bad key is
+    refused (401) before a bad parameter (400) tells an unauthenticated client anything."""
+
+    def presented_key(self, handshake: Handshake) -> str | None: ...

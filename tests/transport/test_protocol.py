@@ -1,4 +1,4 @@
-"""Query-string parsing and event rendering of protocol v1."""
+"""Query-string parsing and event rendering of protocol v1 (``dialects/native.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import pytest
 from stream_server.decode.types import Word
 from stream_server.errors import InvalidParameter
 from stream_server.session.events import Final, Partial
-from stream_server.session.machine import StreamConfig
-from stream_server.transport.protocol import event_message, parse_stream_config
+from stream_server.session.params import StreamParams
+from stream_server.transport.dialects.native import event_message, parse_params
+
+DEFAULTS = StreamParams(16000, "pcm_s16le", 1, False, None, (), "transcribe", "", True, False, 500)
+
+
+def parse_stream_config(params: dict[str, str], base: StreamParams, multilingual: bool) -> StreamParams:
+    return parse_params({k: [v] for k, v in params.items()}, base, multilingual)
 
 
 def test_every_parameter_is_parsed():
@@ -24,7 +30,7 @@ def test_every_parameter_is_parsed():
             "word_timestamps": "1",
             "endpointing_ms": "800",
         },
-        StreamConfig(),
+        DEFAULTS,
         multilingual=True,
     )
     assert (config.sample_rate, config.encoding, config.channels, config.language, config.task) == (
@@ -44,16 +50,16 @@ def test_every_parameter_is_parsed():
 
 def test_english_only_model_refuses_other_languages_and_translation():
     with pytest.raises(InvalidParameter, match="English-only"):
-        parse_stream_config({"language": "fr"}, StreamConfig(), multilingual=False)
+        parse_stream_config({"language": "fr"}, DEFAULTS, multilingual=False)
     with pytest.raises(InvalidParameter, match="translate"):
-        parse_stream_config({"task": "translate"}, StreamConfig(), multilingual=False)
-    assert parse_stream_config({"language": "en"}, StreamConfig(), multilingual=False).language == "en"
+        parse_stream_config({"task": "translate"}, DEFAULTS, multilingual=False)
+    assert parse_stream_config({"language": "en"}, DEFAULTS, multilingual=False).language == "en"
 
 
 @pytest.mark.parametrize("params", [{"sample_rate": "x"}, {"channels": "9"}, {"nope": "1"}, {"encoding": "opus"}])
 def test_bad_parameters_name_the_parameter(params):
     with pytest.raises(InvalidParameter) as info:
-        parse_stream_config(params, StreamConfig(), multilingual=True)
+        parse_stream_config(params, DEFAULTS, multilingual=True)
     assert info.value.param == next(iter(params))
 
 
@@ -72,3 +78,8 @@ def test_events_render_as_protocol_messages():
     partial = event_message(Partial(0, 0, 0.0, 1.0, "hi", "hi"), "en")
     assert partial["type"] == "partial" and partial["stable_text"] == "hi"
     assert "words" not in event_message(Final(0, 0, 0, 1, "x", "", None), "en")
+
+
+def test_the_last_of_repeated_values_wins_and_absent_ones_keep_the_defaults():
+    params = parse_params({"channels": ["1", "2"]}, DEFAULTS, multilingual=False)
+    assert params.channels == 2 and params.endpointing_ms == 500 and params.interim_results

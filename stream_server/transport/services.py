@@ -1,0 +1,102 @@
+"""Everything a route or connection needs, built once by ``create_app`` and stored as ``app.state.services``.
+
+``services(app_or_connection)`` is the typed accessor; nothing else is kept on ``app.state``. The server's
+SIGTERM hook drains through ``services(app).registry.drain(grace_s)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
+
+from ..auth import ApiKeyAuth, bearer_token
+from ..config import Settings
+from ..decode.interface import Decoder
+from ..decode.types import BatchStats, DecodeJob, DecodeResult
+from ..errors import Overloaded
+from ..metrics import Metrics
+from ..session.machine import StreamConfig
+from ..session.params import StreamParams
+from .limits import StreamLimits
+from .registry import SessionRegistry
+from .session_api import SessionFactory
+
+
+class DecoderSlot:
+    """The app's ``Decoder``: empty until the lifespan attaches the loaded one (the model loads after the app is
+    built), so routes hold one stable object. Before that, ``alive`` is False and work is refused as overloaded."""
+
+    def __init__(self, model_id: str) -> None:
+        self._decoder: Decoder | None = None
+        self._model_id = model_id
+        self._busy: Callable[[], bool] = lambda: False
+
+    def attach(self, decoder: Decoder, busy: Callable[[], bool] | None = None) -> None:
+        self._decoder = decoder
+        if busy is not None:
+            self._busy = busy
+
+    def detach(self) -> None:
+        self._decoder = None
+
+    def _get(self) -> Decoder:
+        if self._decoder is None:
+            raise Overloaded("the model is not loaded yet; retry later")
+        return self._decoder
+
+    @property
+    def model_id(self) -> str:
+        return self._decoder.model_id if self._decoder is not None else self._model_id
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self._decoder.is_multilingual if self._decoder is not None else False
+
+    @property
+    def alive(self) -> bool:
+        return self._decoder is not None and self._decoder.alive
+
+    @property
+    def busy(self) -> bool:
+        """A batch is running now (``/v1/status``)."""
+        return self._decoder is not None and self._busy()
+
+    def submit(self, job: DecodeJob) -> asyncio.Future[DecodeResult]:
+        return self._get().submit(job)
+
+    def cancel_owner(self, owner: str) -> int:
+        return self._decoder.cancel_owner(owner) if self._decoder is not None else 0
+
+    def stats(self) -> BatchStats:
+        return self._get().stats()
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    decoder: DecoderSlot
+    registry: SessionRegistry
+    auth: ApiKeyAuth
+    metrics: Metrics
+    stream_defaults: StreamParams  # what a client gets for what it does not ask for
+    session_policy: StreamConfig  # the server's streaming policy
+    session_factory: SessionFactory
+    limits: StreamLimits
+
+
+def services(where: Starlette | HTTPConnection) -> Services:
+    """The app's ``Services`` (from the app, a request or a websocket)."""
+    app = where.app if isinstance(where, HTTPConnection) else where
+    found = app.state.services
+    if not isinstance(found, Services):
+        raise TypeError("app.state.services is not set: build the app with create_app")
+    return found
+
+
+def require_api_key(connection: HTTPConnection) -> None:
+    """FastAPI dependency for HTTP routes: ``Unauthorized`` (401) unless a configured key is presented."""
+    services(connection).auth.check(bearer_token(connection.headers))
