@@ -27,6 +27,7 @@ from .decode.engine import DecodeEngine
 from .decode.scheduler import BatchScheduler
 from .metrics import Metrics
 from .transport import http, ops
+from .transport.dialect_routes import mount_dialect_routes
 from .transport.dialects.native import NativeDialect
 from .transport.engine_decoder import EngineDecoder
 from .transport.errors import install_error_handlers
@@ -71,6 +72,7 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
                 await svc.registry.drain(settings.shutdown_grace_s)
             await engine.stop()
             svc.decoder.detach()
+            await call_events.aclose()
             blas_limit.restore_original_limits()
 
     # the interactive docs would be open pages beside keyed routes: served only on a server without keys
@@ -82,6 +84,7 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
     app.include_router(ops.router)
     app.include_router(http.router)
     app.add_api_websocket_route("/v1/listen", dialect_route(NativeDialect))
+    call_events = mount_dialect_routes(app, settings, svc.auth)
     if STATIC_DIR.is_dir():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
     return app

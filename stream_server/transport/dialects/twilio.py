@@ -26,7 +26,6 @@ from typing import Any, ClassVar, Protocol
 from ...errors import InvalidParameter, ProtocolError, StreamServerError, Unauthorized
 from ...session.events import Final, SessionEvent
 from ...session.params import StreamParams
-from ..protocol import event_message
 from ._query import base_language, parse_bool, parse_int
 from .base import (
     Accepted,
@@ -38,6 +37,7 @@ from .base import (
     SessionInfo,
     StartIn,
 )
+from .native import event_message
 
 TRACKS = {"inbound": 0, "outbound": 1}
 SAMPLE_RATE = 8000
