@@ -151,7 +151,7 @@ def test_server_vad_items_in_order_with_append_only_deltas() -> None:
     assert out[8]["previous_item_id"] == first
     per_item = {item: [m for m in out if m.get("item_id") == item] for item in (first, second)}
     joined, (transcript,) = deltas_and_completed(per_item[first])
-    assert joined == transcript == "Hello there my friend."  # the sent "Hello there my" stands
+    assert joined == transcript == "Hello there, my friend."  # the last stable word was held back
     joined, (transcript,) = deltas_and_completed(per_item[second])
     assert joined == transcript == "Second one."
     assert out[7]["usage"] == {"type": "duration", "seconds": 1.8}
@@ -176,6 +176,15 @@ def test_commit_only_joins_length_cuts_and_answers_an_empty_commit() -> None:
     joined, completed_texts = deltas_and_completed(out)
     assert completed_texts == ["first part and the rest."] == [joined]
     assert len({m["item_id"] for m in out}) == 1
+
+
+def test_a_final_that_rewrites_sent_words_keeps_them() -> None:
+    dialect, _ = connect()
+    out = dialect.render(SpeechStarted(0, 0, 0.0))
+    out += dialect.render(Partial(0, 0, 0.0, 2.0, "the cat sat on a mat", "the cat sat on"))  # sends "the cat sat"
+    out += dialect.render(final("The bat sat on the mat.", start=0.0, end=2.0))
+    joined, (transcript,) = deltas_and_completed(out)
+    assert joined == transcript == "the cat sat on the mat."
 
 
 def test_a_failed_decode_says_failed_once() -> None:

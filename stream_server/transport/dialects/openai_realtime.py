@@ -9,8 +9,9 @@ utterance first). Audio: ``audio/pcm`` (24 kHz by default), ``audio/pcmu``, ``au
 
 Items: one item per utterance; a length cut does not end an item (its text is joined with what follows), so
 commit-only mode yields one ``completed`` per commit. Deltas are the growth of the session's never-retracted
-``stable_text``; the ``completed`` transcript always extends the deltas already sent, so concatenated deltas equal
-it (when the final rewrote words already sent as stable, the sent words stand and the final supplies the rest).
+``stable_text`` less its last word (the one a final most often re-segments); the ``completed`` transcript always
+extends the deltas already sent, so concatenated deltas equal it (when the final rewrote words already sent, the
+sent words stand and the final supplies the rest).
 ``error`` is sent only for a client's real mistake: an idle close is quiet (LiveKit and Pipecat treat ``error``
 as fatal), and an empty commit is answered ``committed`` + an empty ``completed``.
 """
@@ -203,7 +204,7 @@ class OpenAIRealtimeDialect:
             return messages
         if isinstance(event, Partial):
             item = self._item_of(event.utterance_id)
-            return self._delta(item, item.text_with(event.stable_text))
+            return self._delta(item, _settled(item.text_with(event.stable_text)))
         if isinstance(event, Final):
             return self._final(event)
         if isinstance(event, DecodeError):
@@ -339,6 +340,13 @@ def _extend(sent: str, final: str) -> str:
     if not rest:
         return sent
     return f"{sent.rstrip()} {rest}" if sent.strip() else rest
+
+
+def _settled(stable: str) -> str:
+    """Stable text less its last word: the word two partials agree on last is the one a final most often
+    splits or joins (``informed`` -> ``in form``), and a delta once sent is never taken back."""
+    head, _, _ = stable.rstrip().rpartition(" ")
+    return head
 
 
 def _ms(seconds: float) -> int:
