@@ -1,5 +1,6 @@
-"""Hostile input on every dialect endpoint: each gets an error in its own shape and its session goes on, an abrupt
-disconnect harms nobody, and a healthy session streaming beside them all keeps its transcript."""
+"""Hostile input on every dialect endpoint: each gets an error in its own shape (Twilio's goes to the call's
+subscribers) and its session goes on, an abrupt disconnect harms nobody, and a healthy session streaming beside
+them all keeps its transcript."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import websockets
 
 from ..conftest import ServerHandle
 from ..helpers import silence, to_pcm16, wer
-from .e2e import API_KEY, references, sentences_16k
+from .e2e import API_KEY, TWILIO_TOKEN, references, sentences_16k
 
 DEEPGRAM = "/deepgram/v1/listen?encoding=linear16&sample_rate=16000"
 REALTIME = "/v1/realtime?intent=transcription"
@@ -60,6 +61,22 @@ async def realtime_abuse(url: str) -> list[dict[str, Any]]:
         return replies
 
 
+async def twilio_abuse(url: str, port: int) -> list[dict[str, Any]]:
+    """Twilio's socket hears nothing back: a bad message is reported to the call's subscribers instead."""
+    from twilio.request_validator import RequestValidator
+
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(f"ws://127.0.0.1:{port}/v1/twilio/media", {})
+    start = {"callSid": "CAbad", "streamSid": "MZbad", "tracks": ["inbound"], "customParameters": {"api_key": API_KEY}}
+    async with websockets.connect(f"{url}/v1/calls/CAbad/events", additional_headers=AUTH) as subscriber:
+        headers = {"X-Twilio-Signature": signature}
+        async with websockets.connect(f"{url}/v1/twilio/media", additional_headers=headers) as twilio:
+            for message in ({"event": "start", "start": start}, "{oops", {"event": "teleport"},
+                            {"event": "media", "media": {"track": "inbound", "payload": "%%%", "timestamp": "0"}},
+                            {"event": "stop"}):  # fmt: skip
+                await twilio.send(message if isinstance(message, str) else json.dumps(message))
+            return [json.loads(m) async for m in subscriber]
+
+
 async def abrupt(url: str) -> None:
     ws = await websockets.connect(f"{url}{DEEPGRAM}", additional_headers={"Authorization": f"Token {API_KEY}"})
     await ws.send(to_pcm16(sentences_16k()[1][:16000]))
@@ -82,9 +99,11 @@ def test_hostile_input_everywhere_and_a_bystander_unharmed(dialect_server: Serve
     url = dialect_server.ws_url
 
     async def scenario() -> tuple[Any, ...]:
-        return await asyncio.gather(deepgram_abuse(url), realtime_abuse(url), abrupt(url), healthy(url))
+        return await asyncio.gather(
+            deepgram_abuse(url), realtime_abuse(url), twilio_abuse(url, dialect_server.port), abrupt(url), healthy(url)
+        )
 
-    deepgram_replies, realtime_replies, _, bystander = asyncio.run(asyncio.wait_for(scenario(), 120))
+    deepgram_replies, realtime_replies, call_events, _, bystander = asyncio.run(asyncio.wait_for(scenario(), 120))
     *errors, finalized = deepgram_replies
     assert [e["type"] for e in errors] == ["Error"] * 4
     assert [e["variant"] for e in errors] == ["ProtocolError", "ProtocolError", "ProtocolError", "MessageTooLarge"]
@@ -93,6 +112,8 @@ def test_hostile_input_everywhere_and_a_bystander_unharmed(dialect_server: Serve
     assert [e["type"] for e in errors] == ["error"] * 5
     assert all(e["error"]["type"] == "invalid_request_error" for e in errors)
     assert committed["type"] == "input_audio_buffer.committed" and completed["transcript"] == ""
+    assert [e["type"] for e in call_events] == ["call.started", "error", "error", "error", "call.ended"]
+    assert {e["code"] for e in call_events if e["type"] == "error"} == {"protocol_error"}
     text = " ".join(m["channel"]["alternatives"][0]["transcript"] for m in bystander if m["type"] == "Results")
     assert bystander[-1]["type"] == "Metadata" and wer(references()[0], text) < 0.3, text
 
