@@ -125,3 +125,19 @@ def test_wrong_key_fails_at_the_handshake(dialect_server: ServerHandle) -> None:
     with pytest.raises(Exception) as info:  # noqa: B017 - the SDK raises its ApiError
         asyncio.run(attempt())
     assert "401" in str(info.value) or "invalid credentials" in str(info.value)
+
+
+def test_two_channels_without_multichannel_are_mixed_down(dialect_server: ServerHandle) -> None:
+    first, _ = sentences_16k()
+    stereo = np.zeros((len(first) + 24000, 2), np.float32)
+    stereo[8000 : 8000 + len(first), 0] = first  # the speaker on the left only: the mix still carries it
+    messages = asyncio.run(
+        run_live(dialect_server, to_pcm16(stereo.reshape(-1)), 64000, after=["CloseStream"], encoding="linear16",
+                 sample_rate=16000, channels=2, endpointing=500)
+    )  # fmt: skip
+    spoken = [m for m in finals(messages) if m.channel.alternatives[0].transcript]
+    assert spoken and {tuple(m.channel_index) for m in spoken} == {(0, 1)}
+    from ..helpers import wer
+
+    assert wer(references()[0], transcript(messages)) < 0.35, transcript(messages)
+    assert messages[-1].type == "Metadata" and messages[-1].channels == 1
