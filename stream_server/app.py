@@ -29,6 +29,7 @@ from .decode.interface import Decoder
 from .decode.scheduler import BatchScheduler
 from .metrics import Metrics
 from .transport import http, ops
+from .transport.dialect_routes import mount_dialect_routes
 from .transport.dialects.native import NativeDialect
 from .transport.errors import install_error_handlers
 from .transport.limits import StreamLimits
@@ -91,6 +92,7 @@ def create_app(
                 await svc.registry.drain(settings.shutdown_grace_s)
             await decoder.stop()
             svc.decoder.detach()
+            await call_events.aclose()
             blas_limit.restore_original_limits()
 
     # the interactive docs would be open pages beside keyed routes: served only on a server without keys
@@ -102,6 +104,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(http.router)
     app.add_api_websocket_route("/v1/listen", dialect_route(NativeDialect))
+    call_events = mount_dialect_routes(app, settings, svc.auth)
     if STATIC_DIR.is_dir():
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static")
     return app

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     # --- auth
     api_keys: list[str] = Field(default_factory=list, description="accepted API keys (none: open)")
     api_key_file: str = Field("", description="file with one API key per line")
+    twilio_auth_token: str = Field(
+        "", description="Twilio auth token: when set, /v1/twilio/media requires a valid X-Twilio-Signature"
+    )
+    twilio_webhook_prefixes: str = Field(
+        "", description="comma-separated URL prefixes a Twilio call's callback_url may use (empty: no webhooks)"
+    )
 
     # --- testing
     fail_decode_marker: str = Field(
@@ -229,8 +235,9 @@ class Settings(BaseSettings):
 
     def describe(self) -> str:
         """Start-up summary; API keys are counted, never printed."""
-        shown = self.model_dump(exclude={"api_keys"})
+        shown = self.model_dump(exclude={"api_keys", "twilio_auth_token"})
         shown["api_keys"] = f"{len(self.all_api_keys())} configured"
+        shown["twilio_auth_token"] = "set" if self.twilio_auth_token else "unset"
         return " ".join(f"{k}={v}" for k, v in shown.items())
 
     @classmethod

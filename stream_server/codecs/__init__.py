@@ -49,7 +49,7 @@ class _Pcm:
         return np.zeros((0, self._decoder.channels), np.float32)
 
 
-ENCODINGS = ("pcm_s16le", "pcm_f32le")
+ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
 
 
 def make_decoder(encoding: str, channels: int, sample_rate: int) -> AudioDecoder:
@@ -58,4 +58,8 @@ def make_decoder(encoding: str, channels: int, sample_rate: int) -> AudioDecoder
 
     if encoding in ("pcm_s16le", "pcm_f32le"):
         return _Pcm(encoding, channels, sample_rate)
+    if encoding in ("mulaw", "alaw"):
+        from .g711 import G711Decoder
+
+        return G711Decoder("mulaw" if encoding == "mulaw" else "alaw", channels, sample_rate)
     raise AudioFormatError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
