@@ -49,7 +49,7 @@ class _Pcm:
         return np.zeros((0, self._decoder.channels), np.float32)
 
 
-ENCODINGS = ("pcm_s16le", "pcm_f32le")
+ENCODINGS = ("pcm_s16le", "pcm_f32le", "webm", "ogg", "auto")
 
 
 def make_decoder(encoding: str, channels: int, sample_rate: int) -> AudioDecoder:
@@ -58,4 +58,8 @@ def make_decoder(encoding: str, channels: int, sample_rate: int) -> AudioDecoder
 
     if encoding in ("pcm_s16le", "pcm_f32le"):
         return _Pcm(encoding, channels, sample_rate)
+    if encoding in ("webm", "ogg", "auto"):
+        from .container import ContainerDecoder
+
+        return ContainerDecoder(encoding, channels)
     raise AudioFormatError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
