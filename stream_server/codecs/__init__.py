@@ -28,6 +28,10 @@ class AudioDecoder(Protocol):
         """Frames still held at the end of the stream."""
         ...
 
+    def close(self) -> None:
+        """Release what the decoder holds (a container's thread) without waiting; idempotent."""
+        ...
+
 
 class _Pcm:
     """Interleaved little-endian PCM at a rate fixed by the handshake."""
@@ -47,6 +51,9 @@ class _Pcm:
 
     def flush(self) -> np.ndarray:
         return np.zeros((0, self._decoder.channels), np.float32)
+
+    def close(self) -> None:
+        pass
 
 
 ENCODINGS = ("pcm_s16le", "pcm_f32le", "webm", "ogg", "auto")
