@@ -74,3 +74,6 @@ class G711Decoder:
     def flush(self) -> np.ndarray:
         self._remainder = b""  # a trailing partial frame cannot be placed on every channel: dropped
         return np.zeros((0, self._channels), np.float32)
+
+    def close(self) -> None:
+        pass

@@ -142,7 +142,10 @@ class StreamingSession:
         return events
 
     def mark_closed(self) -> None:
+        """The connection is gone: release what the decoders hold (a container stream's thread)."""
         self.state = SessionState.CLOSED
+        for decoder in (self._decoder, *self._track_decoders.values()):
+            decoder.close()
 
     # --- decode outcomes
 

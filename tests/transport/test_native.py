@@ -9,6 +9,8 @@ import pytest
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from stream_server.codecs import ENCODINGS
+
 CHUNK = 3200  # 100 ms of 16 kHz s16le
 
 
@@ -84,7 +86,7 @@ def test_finalize_ends_the_utterance_and_the_stream_goes_on(client: TestClient, 
     ("query", "param", "text"),
     [
         ("bogus=1", "bogus", "unknown query parameter(s): bogus"),
-        ("encoding=mp3", "encoding", "encoding must be pcm_s16le or pcm_f32le"),
+        ("encoding=mp3", "encoding", "encoding must be " + " or ".join(ENCODINGS)),
         ("sample_rate=abc", "sample_rate", "sample_rate must be an integer, got 'abc'"),
         ("sample_rate=4000", "sample_rate", "sample_rate must be between 8000 and 48000"),
         ("channels=9", "channels", "channels must be between 1 and 8"),
