@@ -3,90 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .helpers import REPO, SHARED_AUDIO, synthesize, write_wav
+from benchmarks.launch import ServerProcess, http_ok, ours_command
+
+from .helpers import SHARED_AUDIO, synthesize, write_wav
+
+ServerHandle = ServerProcess  # what the tests call a running server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _setting_value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-@dataclass
-class ServerHandle:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+def _start(tmp_dir: Path, overrides: dict[str, object], ready_headers: dict[str, str] | None = None) -> ServerHandle:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_SERVER_")}
+    env.update({f"STREAM_SERVER_{key.upper()}": _setting_value(value) for key, value in overrides.items()})
+    server = ServerProcess(ours_command(), http_ok("/readyz", ready_headers), name="server", env=env, log_dir=tmp_dir)
+    return server.start(timeout_s=60)
 
 
 def start_server(tmp_dir: Path, **overrides: object) -> ServerHandle:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_SERVER_")}
-    for key, value in overrides.items():
-        env[f"STREAM_SERVER_{key.upper()}"] = (
-            value
-            if isinstance(value, str)
-            else __import__("json").dumps(value)
-            if isinstance(value, (list, dict))
-            else str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-        )
-    log_path = tmp_dir / f"server-{port}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stream_server", "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    handle = ServerHandle(process, port, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{handle.log()}")
-        try:
-            with urllib.request.urlopen(f"{handle.base_url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return handle
-        except OSError:
-            time.sleep(0.2)
-    handle.stop(signal.SIGKILL)
-    raise RuntimeError(f"server did not become ready:\n{handle.log()}")
+    """A real server (embedded model) with ``overrides`` as its settings (environment variables), ready."""
+    return _start(tmp_dir, overrides)
 
 
 @pytest.fixture(scope="session")
@@ -136,13 +87,7 @@ def shared_audio() -> Path:
 
 def start_server_with_keys(tmp_dir: Path, keys: list[str], **overrides: object) -> ServerHandle:
     """``start_server`` for a server that requires API keys: its readiness probe sends the first key."""
-    opener = urllib.request.build_opener()
-    opener.addheaders = [("Authorization", f"Bearer {keys[0]}")]
-    urllib.request.install_opener(opener)
-    try:
-        return start_server(tmp_dir, api_keys=keys, **overrides)
-    finally:
-        urllib.request.install_opener(None)  # type: ignore[arg-type]
+    return _start(tmp_dir, {"api_keys": keys, **overrides}, {"Authorization": f"Bearer {keys[0]}"})
 
 
 # --- helpers for the hardening tests (limits, soak, fuzz, shutdown) -----------------------------------------
