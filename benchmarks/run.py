@@ -1,8 +1,10 @@
 """One command for the whole benchmark: core, streaming sweep of every system, offline reference, JSON, plots.
 
-    python -m benchmarks.run --quick          # < 10 minutes on 2 cores once the peer venvs exist
-    python -m benchmarks.run                  # full: longer excerpts, more levels, the whole core grid
+    python -m benchmarks.run --quick          # about 10 minutes: a time budget ends the capacity searches
+    python -m benchmarks.run                  # full: longer excerpts, no budget, the whole core grid
     python -m benchmarks.run --device cuda --model /path/to/ct2-model
+    python -m benchmarks.run --quick --systems ours --workloads turns --levels 1 --max-level 2 --turns-s 8 \
+        --single-finals 3 --nonspeech-s 3 --skip-core --output-dir /tmp/bench   # a dry run of the harness
 
 Order of work: (1) peer venvs are created when missing (timed and printed apart from the measurement); (2) the
 Whisper core alone (``decode_core``); (3) for each system (ours, ours naive, WhisperLive, WhisperLiveKit) and
@@ -13,7 +15,8 @@ as the accuracy reference; (5) results JSON (``benchmarks/results/stream_<device
 run; a dated copy beside it; ``results``) and PNG plots (``report``).
 
 Every system serves the same CTranslate2 model directory; nothing downloads a model. A peer that cannot be
-installed or started is reported with the reason under ``systems.<name>.status``. The CPU is shared by the
+installed or started is reported with the reason under ``systems.<name>.status``; the turns workload's results
+are under ``systems.<name>@turns``. The CPU is shared by the
 server and the load generator; the load average before and after is recorded, since other work on the machine
 skews every figure.
 """

@@ -8,6 +8,7 @@ against the send time of the audio it covers (``metrics.SendLog``).
 Run alone against a server that is already up::
 
     python -m benchmarks.stream_load --url ws://127.0.0.1:8000 --protocol native --clients 1,2,4 --duration 30
+    python -m benchmarks.stream_load --url ws://127.0.0.1:8000 --workload turns --clients 8 --duration 60
 
 (``benchmarks.run`` starts and stops the servers itself and sweeps every system.)
 """
@@ -27,7 +28,7 @@ import websockets
 from stream_server.clients.v1 import send_paced
 
 from . import metrics
-from .audio import SAMPLE_RATE, Excerpt, load_long_recordings, plan_excerpts
+from .audio import SAMPLE_RATE, Excerpt, default_audio_dir, load_long_recordings, plan_excerpts
 from .protocols import AdapterConfig, ResultEvent, StreamAdapter
 from .results import LevelResult
 
@@ -218,11 +219,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of audio per client (0: whole files)")
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--endpointing-ms", type=int, default=500)
+    parser.add_argument("--workload", choices=["long", "turns"], default="long")
     args = parser.parse_args(argv)
     options = {"endpointing_ms": args.endpointing_ms} if args.protocol == "native" else {}
-    recordings = load_long_recordings()
+    if args.workload == "turns":
+        from .workloads import Turns, load_turn_utterances
+
+        turns = Turns(tuple(load_turn_utterances(default_audio_dir())), args.duration or 60.0)
+    else:
+        recordings = load_long_recordings()
     for n in [int(x) for x in args.clients.split(",")]:
-        excerpts = plan_excerpts(recordings, n, args.duration or None)
+        if args.workload == "turns":
+            excerpts = turns.excerpts(n)
+        else:
+            excerpts = plan_excerpts(recordings, n, args.duration or None)
         level = asyncio.run(
             run_level(args.protocol, args.url, AdapterConfig(args.protocol, options), excerpts, args.chunk_ms)
         )
