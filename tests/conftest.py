@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,12 +94,11 @@ def start_server_with_keys(tmp_dir: Path, keys: list[str], **overrides: object) 
 # --- helpers for the hardening tests (limits, soak, fuzz, shutdown) -----------------------------------------
 
 
-def server_status(server: ServerHandle) -> dict:
+def server_status(server: ServerHandle) -> dict[str, Any]:
     """``GET /v1/status`` (open sessions, their backlog and queued events, scheduler statistics)."""
-    import json
-
     with urllib.request.urlopen(f"{server.base_url}/v1/status", timeout=10) as response:
-        return json.loads(response.read())
+        status: dict[str, Any] = json.loads(response.read())
+    return status
 
 
 def metric_value(server: ServerHandle, name: str, **labels: str) -> float:
@@ -132,14 +132,14 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: floa
     return condition()
 
 
-async def read_until_closed(ws, timeout_s: float = 60.0) -> tuple[list[dict], int | None, str]:  # noqa: ANN001
+async def read_until_closed(ws: Any, timeout_s: float = 60.0) -> tuple[list[dict[str, Any]], int | None, str]:
     """Every event a websocket delivers until it closes: (events, close code, close reason)."""
     import asyncio
     import json
 
     import websockets
 
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
 
     async def collect() -> None:
         async for raw in ws:
@@ -182,7 +182,7 @@ class RawWebsocket:
             if chunk:
                 self.sock.sendall(chunk)
 
-    def _read(self) -> list:
+    def _read(self) -> list[Any]:
         from websockets.frames import Frame, Opcode
 
         data = self.sock.recv(65536)
@@ -191,7 +191,7 @@ class RawWebsocket:
         else:
             self.protocol.receive_eof()
         events = self.protocol.events_received()
-        self.texts += [e.data.decode() for e in events if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
+        self.texts += [bytes(e.data).decode() for e in events if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
         self._flush()  # pongs and the closing handshake
         if not data and not events:
             raise ConnectionError("the server closed the connection")
@@ -208,7 +208,7 @@ class RawWebsocket:
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def read_until_closed(self) -> tuple[list[dict], int | None, str]:
+    def read_until_closed(self) -> tuple[list[dict[str, Any]], int | None, str]:
         """Read everything up to the server's close: (events, close code, close reason)."""
         import json
 

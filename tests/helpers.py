@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ../shared/audio beside the checkout; BENCH_AUDIO_DIR (as for the benchmarks) where the checkout is elsewhere
 SHARED_AUDIO = Path(os.environ.get("BENCH_AUDIO_DIR") or REPO.parent / "shared" / "audio")
 SAMPLE_RATE = 16000
+Json = dict[str, Any]  # one decoded protocol message
 
 
 def synthesize(text: str, rate: int = SAMPLE_RATE, voice: str = "en-us", speed: int = 150) -> np.ndarray:
@@ -61,7 +63,8 @@ def silence(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm: bytes = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return pcm
 
 
 def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
@@ -71,7 +74,7 @@ def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     return path
 
 
-def manifest() -> list[dict]:
+def manifest() -> list[Json]:
     path = SHARED_AUDIO / "manifest.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -84,7 +87,7 @@ class StreamResult:
     send_log: v1.SendLog
 
     @property
-    def events(self) -> list[dict]:
+    def events(self) -> list[Json]:
         return [dict(r.event.raw) for r in self.transcript.received]
 
     @property
@@ -92,7 +95,7 @@ class StreamResult:
         return [r.at for r in self.transcript.received]
 
     @property
-    def final_arrivals(self) -> list[tuple[dict, float]]:  # (final, latency_s)
+    def final_arrivals(self) -> list[tuple[Json, float]]:  # (final, latency_s)
         return [
             (dict(r.event.raw), r.latency_s)
             for r in self.transcript.received
@@ -103,17 +106,17 @@ class StreamResult:
     def close_code(self) -> int | None:
         return self.transcript.close_code
 
-    def delay_after(self, event: dict, stream_s: float) -> float:
+    def delay_after(self, event: Json, stream_s: float) -> float:
         """Seconds between sending the audio up to ``stream_s`` and ``event`` arriving."""
         sent = self.send_log.sent_at(stream_s)
         assert sent is not None, "no audio was sent"
         return self.arrived_at[self.events.index(event)] - sent
 
-    def of(self, kind: str) -> list[dict]:
+    def of(self, kind: str) -> list[Json]:
         return [e for e in self.events if e["type"] == kind]
 
     @property
-    def finals(self) -> list[dict]:
+    def finals(self) -> list[Json]:
         return self.of("final")
 
     def text(self, channel: int | None = None) -> str:
