@@ -20,6 +20,7 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,7 @@ class Excerpt:
     offset_s: float  # where the excerpt starts in the source recording
     samples: np.ndarray  # int16
     reference: str
+    utterances: int = 0  # how many utterances it holds
 
     @property
     def duration_s(self) -> float:
@@ -90,10 +92,11 @@ def resample_int16(data: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     n_out = int(round(len(data) * rate_out / rate_in))
     x_out = np.arange(n_out) * (rate_in / rate_out)
     out = np.interp(x_out, np.arange(len(data)), data.astype(np.float32))
-    return np.clip(out, -32768, 32767).astype(np.int16)
+    clipped: np.ndarray = np.clip(out, -32768, 32767).astype(np.int16)
+    return clipped
 
 
-def load_manifest(audio_dir: Path) -> list[dict]:
+def load_manifest(audio_dir: Path) -> list[dict[str, Any]]:
     with (audio_dir / "manifest.jsonl").open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
@@ -151,7 +154,7 @@ def make_excerpt(recording: LongRecording, first: int, min_duration_s: float) ->
     start_s = max(0.0, utts[0].start_s - EDGE_PAD_S)
     end_s = min(recording.duration_s, utts[-1].end_s + EDGE_PAD_S)
     samples = recording.samples[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]
-    return Excerpt(recording.name, first, start_s, samples, " ".join(u.text for u in utts))
+    return Excerpt(recording.name, first, start_s, samples, " ".join(u.text for u in utts), len(utts))
 
 
 def plan_excerpts(recordings: list[LongRecording], n_clients: int, duration_s: float | None) -> list[Excerpt]:

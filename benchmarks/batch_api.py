@@ -26,18 +26,16 @@ import json
 import os
 import platform
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.audio import default_audio_dir, load_manifest
+from benchmarks.launch import ServerProcess, http_ok, ours_command
 from benchmarks.metrics import corpus_wer, ratio, rounded
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,45 +68,10 @@ class SystemRun:
 # --- the server under test ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LocalServer:
+def local_server(cpu_threads: int, log_dir: Path, extra_args: list[str]) -> ServerProcess:
     """``stream-server serve`` in a subprocess with the embedded model, for the duration of the run."""
-
-    def __init__(self, cpu_threads: int, log_dir: Path, extra_args: list[str]) -> None:
-        self.port = _free_port()
-        self.log_path = log_dir / "batch_api_server.log"
-        command = [sys.executable, "-m", "stream_server", "serve", "--port", str(self.port)]
-        command += ["--cpu-threads", str(cpu_threads), "--log-level", "warning", *extra_args]
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("server did not become ready in 120 s")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+    command = ours_command("--cpu-threads", str(cpu_threads), "--log-level", "warning", *extra_args)
+    return ServerProcess(command, http_ok("/readyz"), name="batch_api_server", log_dir=log_dir).start(120)
 
 
 def _post_transcription(url: str, path: Path) -> str:
@@ -263,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     server_args = [] if args.final_beam_size is None else ["--upload-beam-size", str(args.final_beam_size)]
-    server = None if args.url else LocalServer(args.cpu_threads, Path(tempfile.gettempdir()), server_args)
-    url = args.url or server.url  # type: ignore[union-attr]
+    server = None if args.url else local_server(args.cpu_threads, Path(tempfile.gettempdir()), server_args)
+    url = args.url or server.base_url  # type: ignore[union-attr]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that ``finally`` stops the server
     failures: dict[str, str] = {}
     try:

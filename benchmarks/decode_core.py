@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,13 +60,18 @@ def _window_policies(settings: Any) -> dict[str, Any]:
 
 
 def run_core_benchmark(
-    model_path: str, device: str, batch_sizes: list[int], utterance_limit: int | None, beam_size: int = 1, log=print
+    model_path: str,
+    device: str,
+    batch_sizes: list[int],
+    utterance_limit: int | None,
+    beam_size: int = 1,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from stream_server.config import Settings
     from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
     from stream_server.decode.whisper_ct2 import WhisperBackend
 
-    settings = Settings(device=device)  # type: ignore[arg-type]
+    settings = Settings(device=device)  # type: ignore[arg-type,call-arg]
     compute_type = settings.resolved_compute_type(device)
     utterances = load_short_utterances(GROUP)
     if utterance_limit:

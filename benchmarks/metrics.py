@@ -1,6 +1,6 @@
 """Pure bookkeeping for the benchmarks: send-time mapping, percentiles, WER, the kept-up and capacity rules.
 
-No I/O and no clocks here, so ``tests/unit/test_benchmarks.py`` checks every rule in milliseconds.
+No I/O and no clocks here, so ``tests/benchmarks/`` checks every rule in milliseconds.
 
 Definitions used throughout (the README repeats them):
 
@@ -17,10 +17,12 @@ Definitions used throughout (the README repeats them):
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+# final latency is defined once, in the client library
+from stream_server.clients.v1 import SendLog as SendLog
 
 CAPACITY_P95_S = 1.2
 # Growth of final latency per second of stream beyond which the backlog is taken to grow. A server that keeps
@@ -56,43 +58,6 @@ def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
         "mean": (sum(values) / len(values)) if values else None,
         "max": max(values) if values else None,
     }
-
-
-class SendLog:
-    """When each chunk of a stream left the client: maps stream seconds to wall (monotonic) times.
-
-    ``record(first_sample, n_samples, wall_time)`` is called after each chunk is handed to the socket. The
-    send time of the sample at stream time ``t`` is the send time of the chunk holding the last sample
-    *before* ``t`` (a result ending at exactly 3.0 s needs the sample at 2.99994 s, not the one at 3.0 s).
-    """
-
-    def __init__(self, sample_rate: int = 16000) -> None:
-        self.sample_rate = sample_rate
-        self._chunk_end_samples: list[int] = []  # exclusive end sample of each chunk, ascending
-        self._wall: list[float] = []
-
-    def record(self, first_sample: int, n_samples: int, wall_time: float) -> None:
-        end = first_sample + n_samples
-        if self._chunk_end_samples and end <= self._chunk_end_samples[-1]:
-            raise ValueError("chunks must be recorded in stream order")
-        self._chunk_end_samples.append(end)
-        self._wall.append(wall_time)
-
-    @property
-    def samples_sent(self) -> int:
-        return self._chunk_end_samples[-1] if self._chunk_end_samples else 0
-
-    @property
-    def last_send_time(self) -> float | None:
-        return self._wall[-1] if self._wall else None
-
-    def sent_at(self, stream_s: float) -> float | None:
-        """Wall time the audio at ``stream_s`` was sent; clamped to the last chunk; None if nothing sent."""
-        if not self._wall:
-            return None
-        sample = max(0, math.ceil(stream_s * self.sample_rate) - 1)
-        index = bisect.bisect_right(self._chunk_end_samples, sample)
-        return self._wall[min(index, len(self._wall) - 1)]
 
 
 def latency_slope(points: Iterable[tuple[float, float]]) -> float | None:
@@ -189,6 +154,18 @@ def corpus_wer(pairs: Iterable[tuple[str, str]]) -> float | None:
     for ref, hyp in pairs:
         total = total + wer_counts(ref, hyp)
     return total.wer
+
+
+def wer(reference: str | Sequence[str], hypothesis: str | Sequence[str]) -> float:
+    """``corpus_wer`` of one (reference, hypothesis) pair or of two parallel lists; the tests' WER too."""
+    refs = [reference] if isinstance(reference, str) else list(reference)
+    hyps = [hypothesis] if isinstance(hypothesis, str) else list(hypothesis)
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    value = corpus_wer(zip(refs, hyps))
+    if value is None:
+        raise ValueError("the references have no words")
+    return value
 
 
 def rounded(x: float | None, digits: int = 4) -> float | None:

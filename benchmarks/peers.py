@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def _import_ok(spec: PeerSpec, log: Path | None = None) -> tuple[bool, str]:
     return False, "import check failed: " + " | ".join(tail)
 
 
-def ensure_peer_venv(spec: PeerSpec, *, log=print) -> InstallOutcome:
+def ensure_peer_venv(spec: PeerSpec, *, log: Callable[[str], None] = print) -> InstallOutcome:
     """Create/fill ``spec``'s venv unless a matching one is there. Never raises for install failures."""
     started = time.monotonic()
     marker = _marker(spec)
@@ -215,7 +216,8 @@ def installed_versions(spec: PeerSpec, dists: tuple[str, ...]) -> dict[str, str]
     )
     try:
         proc = subprocess.run([str(spec.python), "-c", code], capture_output=True, text=True, timeout=120)
-        return json.loads(proc.stdout)
+        versions: dict[str, str] = json.loads(proc.stdout)
+        return versions
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return {}
 

@@ -30,18 +30,21 @@ COLORS = {
 def plot_latency(result: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for name, system in result.get("systems", {}).items():
-        levels = [lv for lv in system.get("levels", []) if lv["final_latency_s"]["count"]]
+        levels = sorted(
+            (lv for lv in system.get("levels", []) if lv["final_latency_s"]["count"]), key=lambda lv: lv["clients"]
+        )
         if not levels:
             continue
         n = [lv["clients"] for lv in levels]
-        color = COLORS.get(name)
-        label = f"{system.get('label', name)} (capacity {system.get('capacity')})"
-        for ax, key in zip(axes[:2], ("p50", "p95")):
-            ax.plot(n, [lv["final_latency_s"][key] for lv in levels], marker="o", color=color, label=label)
+        system_name, _, workload = name.partition("@")  # "ours@turns": ours on the turns workload
+        color = COLORS.get(system_name)
+        style = "--" if workload else "-"
+        label = f"{system.get('label', name)}{f' [{workload}]' if workload else ''} (capacity {system.get('capacity')})"
+        for ax, key in zip(axes, ("p50", "p95", "p99")):
+            ax.plot(n, [lv["final_latency_s"][key] for lv in levels], style, marker="o", color=color, label=label)
             behind = [(lv["clients"], lv["final_latency_s"][key]) for lv in levels if not lv["kept_up"]]
-            if behind:
+            if behind and key != "p99":
                 ax.scatter(*zip(*behind), marker="x", s=90, color=color)
-        axes[2].plot(n, [lv["final_latency_s"]["p99"] for lv in levels], marker="o", color=color, label=label)
     titles = ("p50 final latency", "p95 final latency", "p99 final latency")
     all_n = sorted({lv["clients"] for s in result.get("systems", {}).values() for lv in s.get("levels", [])})
     for ax, title in zip(axes, titles):

@@ -8,8 +8,9 @@ one set of metrics serve all systems:
 
 How each protocol maps onto them (read from the installed packages, versions in the results JSON):
 
-* ours (protocol v1, ``/v1/listen``): ``final`` and ``partial`` events, ``end`` in stream seconds; the stream
-  ends with ``{"type": "close_stream"}`` and the server answers the remaining finals, then ``session.closed``.
+* ours (protocol v1, ``/v1/listen``, parsed by ``stream_server.clients.v1``): ``final`` and ``partial`` events,
+  ``end`` in stream seconds; the stream ends with ``{"type": "close_stream"}`` and the server answers the
+  remaining finals, then ``session.closed``.
 * WhisperLive (``whisper_live/server.py``, ``backend/base.py``): a JSON options message first, then
   ``SERVER_READY``; the server repeats its last segments in every message, ``completed: true`` ones are final
   (first arrival of each counts), the trailing incomplete one is the partial. It commits a segment only when
@@ -31,7 +32,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlencode
+
+from stream_server.clients import v1
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ResultEvent:
     end_s: float
     arrival: float  # time.monotonic()
     text: str
+    reason: str | None = None  # why a final ended (endpoint, max_length, ...), where the protocol says
 
 
 def parse_clock(value: Any) -> float:
@@ -94,47 +97,51 @@ class StreamAdapter:
 
 
 class NativeAdapter(StreamAdapter):
-    """This project's protocol v1."""
+    """This project's protocol v1, parsed by its client library (``stream_server.clients.v1``)."""
 
     name = "native"
 
     def __init__(self, endpointing_ms: int = 500) -> None:
         super().__init__()
         self.endpointing_ms = endpointing_ms
-        self.finals: list[tuple[int, str]] = []
-        self.session_closed: dict[str, Any] | None = None
+        self.finals: list[v1.Final] = []
+        self.session_closed: v1.SessionClosed | None = None
 
     def url(self, base_url: str) -> str:
-        query = urlencode(
-            {"sample_rate": 16000, "encoding": "pcm_s16le", "language": "en", "endpointing_ms": self.endpointing_ms}
-        )
-        return f"{base_url}/v1/listen?{query}"
+        params = {
+            "sample_rate": 16000,
+            "encoding": "pcm_s16le",
+            "language": "en",
+            "endpointing_ms": self.endpointing_ms,
+        }
+        return v1.session_url(base_url, params)
 
     async def finish(self, ws: Any, audio_s: float, timeout_s: float) -> None:
-        await ws.send(json.dumps({"type": "close_stream"}))
+        await ws.send(v1.CLOSE_STREAM)
         if not await self._wait_finished(timeout_s):
             self.errors.append(f"no session.closed within {timeout_s:.0f} s of close_stream")
 
     def feed(self, message: str | bytes, now: float) -> list[ResultEvent]:
-        if isinstance(message, bytes):
-            self.errors.append("unexpected binary message")
+        try:
+            event = v1.parse_event(message)
+        except v1.ProtocolViolation as exc:
+            self.errors.append(str(exc))
             return []
-        msg = json.loads(message)
-        kind = msg.get("type")
-        if kind == "final":
-            self.finals.append((int(msg.get("utterance_id", len(self.finals))), msg.get("text", "")))
-            return [ResultEvent("final", float(msg["end"]), now, msg.get("text", ""))]
-        if kind == "partial":
-            return [ResultEvent("partial", float(msg["end"]), now, msg.get("text", ""))]
-        if kind == "error":
-            self.errors.append(f"{msg.get('code')}: {msg.get('message')}")
-        elif kind == "session.closed":
-            self.session_closed = msg
+        if isinstance(event, v1.Final):
+            self.finals.append(event)
+            return [ResultEvent("final", event.end, now, event.text, event.reason)]
+        if isinstance(event, v1.Partial):
+            return [ResultEvent("partial", event.end, now, event.text)]
+        if isinstance(event, v1.Error):
+            self.errors.append(f"{event.code}: {event.message}")
+        elif isinstance(event, v1.SessionClosed):
+            self.session_closed = event
             self.finished.set()
         return []
 
     def transcript(self) -> str:
-        return " ".join(text.strip() for _, text in sorted(self.finals, key=lambda f: f[0]) if text.strip())
+        ordered = sorted(self.finals, key=lambda f: (f.utterance_id, f.channel))
+        return " ".join(f.text.strip() for f in ordered if f.text.strip())
 
 
 class WhisperLiveAdapter(StreamAdapter):
@@ -307,4 +314,5 @@ class AdapterConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def make(self) -> StreamAdapter:
-        return ADAPTERS[self.protocol](**self.options)
+        adapter: StreamAdapter = ADAPTERS[self.protocol](**self.options)
+        return adapter

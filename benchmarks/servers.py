@@ -1,8 +1,7 @@
-"""Start, watch and stop the servers under test, each as its own process (group) on a loopback port.
+"""The systems under test (how to start each and talk to it) and their resource use.
 
-``ServerProcess`` is a context manager: it starts the command in a new process group, waits (bounded) until
-the server answers, and on exit sends SIGTERM to that group, then SIGKILL after a grace period, so nothing it
-started outlives the benchmark. ``ResourceSampler`` reads ``/proc`` for the process tree's CPU time and
+``system_specs`` describes every system; ``server_process`` turns one into a ``launch.ServerProcess`` (its own
+process group on a loopback port). ``ResourceSampler`` reads ``/proc`` for the process tree's CPU time and
 resident memory (Linux; elsewhere it reports nothing rather than guessing).
 """
 
@@ -11,11 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -24,16 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .peers import LAUNCHERS_DIR, PEERS, REPO_ROOT, peer_env
-
-READY_TIMEOUT_S = 180.0
-STOP_GRACE_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .launch import ServerProcess, http_ok, tcp_listening
+from .peers import LAUNCHERS_DIR, PEERS, peer_env
 
 
 def http_get_json(url: str, timeout_s: float = 5.0) -> Any:
@@ -56,29 +43,10 @@ class SystemSpec:
     notes: list[str] = field(default_factory=list)
 
 
-def _http_ok(path: str) -> Callable[[int], bool]:
-    def check(port: int) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:  # noqa: S310
-                return r.status == 200
-        except OSError:
-            return False
-
-    return check
-
-
 def _wlk_ready(port: int) -> bool:
     try:
         return bool(http_get_json(f"http://127.0.0.1:{port}/health", 2).get("ready"))
     except (OSError, ValueError):
-        return False
-
-
-def _tcp_listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
         return False
 
 
@@ -122,7 +90,7 @@ def system_specs(
             "stream-server (batched, trimmed windows)",
             "native",
             lambda port: [*ours_base, "--port", str(port)],
-            _http_ok("/readyz"),
+            http_ok("/readyz"),
             status_path="/v1/status",
         ),
         "ours_naive": SystemSpec(
@@ -130,7 +98,7 @@ def system_specs(
             "stream-server naive (batch 1, 30 s windows)",
             "native",
             lambda port: [*ours_base, "--port", str(port), "--max-batch-size", "1", "--full-window"],
-            _http_ok("/readyz"),
+            http_ok("/readyz"),
             status_path="/v1/status",
         ),
         "whisperlive": SystemSpec(
@@ -138,7 +106,7 @@ def system_specs(
             "WhisperLive 0.10 (faster-whisper backend)",
             "whisperlive",
             whisperlive,
-            _tcp_listening,
+            tcp_listening,
             env=wlk_device_env,
             peer="whisperlive",
             notes=[
@@ -151,7 +119,7 @@ def system_specs(
             "WhisperLive 0.10 with its cross-client batching (--batch)",
             "whisperlive",
             lambda port: [*whisperlive(port), "--batch"],
-            _tcp_listening,
+            tcp_listening,
             env=wlk_device_env,
             peer="whisperlive",
             notes=[
@@ -194,89 +162,27 @@ def system_specs(
     }
 
 
-class ServerProcess(contextlib.AbstractContextManager):
-    def __init__(self, spec: SystemSpec, port: int | None = None, log_dir: Path | None = None) -> None:
-        self.spec = spec
-        self.port = port or free_port()
-        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
-        self.log_path = self.log_dir / f"{spec.system}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.startup_s: float | None = None
+def server_process(spec: SystemSpec, log_dir: Path | None = None) -> ServerProcess:
+    """The (unstarted) subprocess of a system under test; peers run with their venv's environment."""
+    return ServerProcess(
+        spec.command,
+        spec.ready,
+        name=spec.system,
+        env=None if spec.peer is None else peer_env(),
+        extra_env=spec.env,
+        log_dir=log_dir,
+    )
 
-    @property
-    def base_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        env = dict(os.environ) if self.spec.peer is None else peer_env()
-        env.update(self.spec.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        started = time.monotonic()
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.spec.command(self.port),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=env,
-                start_new_session=True,
-            )
-        deadline = started + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.spec.system} exited with {self.proc.returncode} during start-up: " + self.log_tail()
-                )
-            if self.spec.ready(self.port):
-                self.startup_s = time.monotonic() - started
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.spec.system} not ready within {timeout_s:.0f} s: " + self.log_tail())
-
-    def status(self) -> dict[str, Any] | None:
-        if not self.spec.status_path:
-            return None
-        try:
-            return http_get_json(f"http://127.0.0.1:{self.port}{self.spec.status_path}")
-        except (OSError, ValueError):
-            return None
-
-    def log_tail(self, lines: int = 12) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        pgid = self.proc.pid  # start_new_session: the group id is the pid of the process we started
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            self.proc.wait(STOP_GRACE_S)
-        with contextlib.suppress(ProcessLookupError):  # stragglers of the group (worker processes)
-            os.killpg(pgid, signal.SIGKILL)
-
-    def __enter__(self) -> ServerProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def server_status(spec: SystemSpec, server: ServerProcess) -> dict[str, Any] | None:
+    """The scheduler statistics of a system that publishes them (ours), else None."""
+    if not spec.status_path:
+        return None
+    try:
+        status = http_get_json(f"{server.base_url}{spec.status_path}")
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
 
 
 # ---- resources from /proc --------------------------------------------------------------------------------------
@@ -328,7 +234,7 @@ def tree_usage(root: int) -> tuple[float, int]:
     return cpu, rss
 
 
-class ResourceSampler(contextlib.AbstractContextManager):
+class ResourceSampler(contextlib.AbstractContextManager["ResourceSampler"]):
     """Samples a process tree every ``interval_s`` while active: CPU seconds used and peak RSS."""
 
     def __init__(self, pid: int | None, interval_s: float = 0.25) -> None:

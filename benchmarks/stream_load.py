@@ -1,13 +1,14 @@
 """Streaming load: N concurrent real-time clients against one server, over real websockets.
 
 Each client streams its own excerpt of the long recordings (its own start offset, see ``audio.plan_excerpts``)
-in ``chunk_ms`` frames at real-time pace (frame i leaves at ``t0 + i * chunk``; pacing never drifts), clients
+in ``chunk_ms`` frames at real-time pace (``stream_server.clients.v1.send_paced``: pacing never drifts), clients
 starting staggered by a fraction of a chunk so their frames do not arrive in lock-step. Every result is timed
 against the send time of the audio it covers (``metrics.SendLog``).
 
 Run alone against a server that is already up::
 
     python -m benchmarks.stream_load --url ws://127.0.0.1:8000 --protocol native --clients 1,2,4 --duration 30
+    python -m benchmarks.stream_load --url ws://127.0.0.1:8000 --workload turns --clients 8 --duration 60
 
 (``benchmarks.run`` starts and stops the servers itself and sweeps every system.)
 """
@@ -24,9 +25,12 @@ from typing import Any
 import numpy as np
 import websockets
 
+from stream_server.clients.v1 import send_paced
+
 from . import metrics
-from .audio import SAMPLE_RATE, Excerpt, load_long_recordings, plan_excerpts
-from .protocols import AdapterConfig, ResultEvent
+from .audio import SAMPLE_RATE, Excerpt, default_audio_dir, load_long_recordings, plan_excerpts
+from .protocols import AdapterConfig, ResultEvent, StreamAdapter
+from .results import LevelResult
 
 CONNECT_TIMEOUT_S = 60.0
 HANDSHAKE_TIMEOUT_S = 60.0
@@ -41,6 +45,7 @@ class ClientResult:
     audio_s: float
     final_latencies_s: list[float] = field(default_factory=list)
     final_points: list[tuple[float, float]] = field(default_factory=list)  # (end_s, latency_s)
+    final_reasons: list[str] = field(default_factory=list)  # why each final ended ("unreported": not said)
     partial_lags_s: list[float] = field(default_factory=list)
     transcript: str = ""
     reference: str = ""
@@ -109,46 +114,20 @@ async def run_client(
         if event.kind == "final":
             result.final_latencies_s.append(lag)
             result.final_points.append((event.end_s, lag))
+            result.final_reasons.append(event.reason or "unreported")
         else:
             result.partial_lags_s.append(lag)
     return result
 
 
 async def _send_paced(
-    ws: Any, adapter: Any, samples: np.ndarray, chunk_ms: int, send_log: metrics.SendLog, result: ClientResult
+    ws: Any, adapter: StreamAdapter, samples: np.ndarray, chunk_ms: int, send_log: metrics.SendLog, result: ClientResult
 ) -> None:
-    chunk = SAMPLE_RATE * chunk_ms // 1000
-    t0 = time.monotonic()
-    for i, first in enumerate(range(0, len(samples), chunk)):
-        due = t0 + i * chunk_ms / 1000.0
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            result.max_send_late_s = max(result.max_send_late_s, -delay)
-        frame = samples[first : first + chunk]
-        await ws.send(adapter.audio_frame(frame.tobytes()))
-        send_log.record(first, len(frame), time.monotonic())
+    async def send(pcm: bytes) -> None:
+        await ws.send(adapter.audio_frame(pcm))
 
-
-@dataclass
-class LevelResult:
-    system: str
-    clients: int
-    chunk_ms: int
-    wall_s: float
-    audio_s: float
-    final_latency_s: dict[str, Any]
-    partial_lag_s: dict[str, Any]
-    latency_slope: float | None
-    wer: float | None
-    kept_up: bool
-    passed: bool
-    finish_s_max: float | None
-    client_errors: list[str]
-    client_warnings: list[str]
-    server: dict[str, Any] = field(default_factory=dict)  # CPU, RSS, scheduler stats (filled by the caller)
-    per_client: list[dict[str, Any]] = field(default_factory=list)
+    late = await send_paced(send, samples.astype("<i2").tobytes(), frame_bytes=2, log=send_log, chunk_s=chunk_ms / 1000)
+    result.max_send_late_s = max(result.max_send_late_s, late)
 
 
 async def run_level(
@@ -190,6 +169,10 @@ def summarize_level(system: str, chunk_ms: int, wall_s: float, results: list[Cli
     level_kept_up = metrics.kept_up(slope, all_ok)
     final_summary = metrics.summarize(finals)
     finish = [r.finish_s for r in results if r.finish_s is not None]
+    by_reason: dict[str, list[float]] = {}
+    for r in results:
+        for reason, latency in zip(r.final_reasons, r.final_latencies_s):
+            by_reason.setdefault(reason, []).append(latency)
     return LevelResult(
         system=system,
         clients=len(results),
@@ -201,17 +184,20 @@ def summarize_level(system: str, chunk_ms: int, wall_s: float, results: list[Cli
         latency_slope=None if slope is None else round(slope, 4),
         wer=metrics.rounded(metrics.corpus_wer((r.reference, r.transcript) for r in results)),
         kept_up=level_kept_up,
-        passed=metrics.level_passes(final_summary["p95"], level_kept_up),  # type: ignore[arg-type]
+        passed=metrics.level_passes(final_summary["p95"], level_kept_up),
         finish_s_max=metrics.rounded(max(finish)) if finish else None,
         client_errors=errors[:20],
         client_warnings=[f"client {r.client}: {w}" for r in results for w in r.warnings][:20],
         per_client=[_client_row(r) for r in results],
+        final_reasons={k: len(v) for k, v in sorted(by_reason.items())} or None,
+        final_latency_by_reason_s={k: _rounded(metrics.summarize(v)) for k, v in sorted(by_reason.items())} or None,
     )
 
 
 def _client_row(r: ClientResult) -> dict[str, Any]:
     row = asdict(r)
     row.pop("final_points")
+    row.pop("final_reasons")
     row["final_latency_s"] = _rounded(metrics.summarize(r.final_latencies_s))
     row["partial_lag_s"] = _rounded(metrics.summarize(r.partial_lags_s))
     row["wer"] = metrics.rounded(metrics.corpus_wer([(r.reference, r.transcript)]))
@@ -233,15 +219,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of audio per client (0: whole files)")
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--endpointing-ms", type=int, default=500)
+    parser.add_argument("--workload", choices=["long", "turns"], default="long")
     args = parser.parse_args(argv)
     options = {"endpointing_ms": args.endpointing_ms} if args.protocol == "native" else {}
-    recordings = load_long_recordings()
+    if args.workload == "turns":
+        from .workloads import Turns, load_turn_utterances
+
+        turns = Turns(tuple(load_turn_utterances(default_audio_dir())), args.duration or 60.0)
+    else:
+        recordings = load_long_recordings()
     for n in [int(x) for x in args.clients.split(",")]:
-        excerpts = plan_excerpts(recordings, n, args.duration or None)
+        if args.workload == "turns":
+            excerpts = turns.excerpts(n)
+        else:
+            excerpts = plan_excerpts(recordings, n, args.duration or None)
         level = asyncio.run(
             run_level(args.protocol, args.url, AdapterConfig(args.protocol, options), excerpts, args.chunk_ms)
         )
-        row = asdict(level)
+        row = level.to_json()
         row.pop("per_client")
         print(json.dumps(row))
         if not level.passed:

@@ -3,90 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .helpers import REPO, SHARED_AUDIO, synthesize, write_wav
+from benchmarks.launch import ServerProcess, http_ok, ours_command
+
+from .helpers import SHARED_AUDIO, synthesize, write_wav
+
+ServerHandle = ServerProcess  # what the tests call a running server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _setting_value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-@dataclass
-class ServerHandle:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+def _start(tmp_dir: Path, overrides: dict[str, object], ready_headers: dict[str, str] | None = None) -> ServerHandle:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_SERVER_")}
+    env.update({f"STREAM_SERVER_{key.upper()}": _setting_value(value) for key, value in overrides.items()})
+    server = ServerProcess(ours_command(), http_ok("/readyz", ready_headers), name="server", env=env, log_dir=tmp_dir)
+    return server.start(timeout_s=60)
 
 
 def start_server(tmp_dir: Path, **overrides: object) -> ServerHandle:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_SERVER_")}
-    for key, value in overrides.items():
-        env[f"STREAM_SERVER_{key.upper()}"] = (
-            value
-            if isinstance(value, str)
-            else __import__("json").dumps(value)
-            if isinstance(value, (list, dict))
-            else str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-        )
-    log_path = tmp_dir / f"server-{port}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stream_server", "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    handle = ServerHandle(process, port, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{handle.log()}")
-        try:
-            with urllib.request.urlopen(f"{handle.base_url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return handle
-        except OSError:
-            time.sleep(0.2)
-    handle.stop(signal.SIGKILL)
-    raise RuntimeError(f"server did not become ready:\n{handle.log()}")
+    """A real server (embedded model) with ``overrides`` as its settings (environment variables), ready."""
+    return _start(tmp_dir, overrides)
 
 
 @pytest.fixture(scope="session")
@@ -136,24 +88,17 @@ def shared_audio() -> Path:
 
 def start_server_with_keys(tmp_dir: Path, keys: list[str], **overrides: object) -> ServerHandle:
     """``start_server`` for a server that requires API keys: its readiness probe sends the first key."""
-    opener = urllib.request.build_opener()
-    opener.addheaders = [("Authorization", f"Bearer {keys[0]}")]
-    urllib.request.install_opener(opener)
-    try:
-        return start_server(tmp_dir, api_keys=keys, **overrides)
-    finally:
-        urllib.request.install_opener(None)  # type: ignore[arg-type]
+    return _start(tmp_dir, {"api_keys": keys, **overrides}, {"Authorization": f"Bearer {keys[0]}"})
 
 
 # --- helpers for the hardening tests (limits, soak, fuzz, shutdown) -----------------------------------------
 
 
-def server_status(server: ServerHandle) -> dict:
+def server_status(server: ServerHandle) -> dict[str, Any]:
     """``GET /v1/status`` (open sessions, their backlog and queued events, scheduler statistics)."""
-    import json
-
     with urllib.request.urlopen(f"{server.base_url}/v1/status", timeout=10) as response:
-        return json.loads(response.read())
+        status: dict[str, Any] = json.loads(response.read())
+    return status
 
 
 def metric_value(server: ServerHandle, name: str, **labels: str) -> float:
@@ -187,14 +132,14 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: floa
     return condition()
 
 
-async def read_until_closed(ws, timeout_s: float = 60.0) -> tuple[list[dict], int | None, str]:  # noqa: ANN001
+async def read_until_closed(ws: Any, timeout_s: float = 60.0) -> tuple[list[dict[str, Any]], int | None, str]:
     """Every event a websocket delivers until it closes: (events, close code, close reason)."""
     import asyncio
     import json
 
     import websockets
 
-    events: list[dict] = []
+    events: list[dict[str, Any]] = []
 
     async def collect() -> None:
         async for raw in ws:
@@ -237,7 +182,7 @@ class RawWebsocket:
             if chunk:
                 self.sock.sendall(chunk)
 
-    def _read(self) -> list:
+    def _read(self) -> list[Any]:
         from websockets.frames import Frame, Opcode
 
         data = self.sock.recv(65536)
@@ -246,7 +191,7 @@ class RawWebsocket:
         else:
             self.protocol.receive_eof()
         events = self.protocol.events_received()
-        self.texts += [e.data.decode() for e in events if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
+        self.texts += [bytes(e.data).decode() for e in events if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
         self._flush()  # pongs and the closing handshake
         if not data and not events:
             raise ConnectionError("the server closed the connection")
@@ -263,7 +208,7 @@ class RawWebsocket:
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def read_until_closed(self) -> tuple[list[dict], int | None, str]:
+    def read_until_closed(self) -> tuple[list[dict[str, Any]], int | None, str]:
         """Read everything up to the server's close: (events, close code, close reason)."""
         import json
 

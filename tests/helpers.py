@@ -1,34 +1,27 @@
-"""Shared test helpers: speech synthesis, WER, a websocket streaming client, the shared audio manifest."""
+"""Shared test helpers: speech synthesis, WER (the benchmarks' own), streaming through the protocol-v1 client
+library, the shared audio manifest."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from typing import Any
 
 import numpy as np
 
+from benchmarks.metrics import wer as wer  # one WER for the tests and the benchmarks
+from stream_server.clients import v1
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = REPO.parent / "shared" / "audio"
+# ../shared/audio beside the checkout; BENCH_AUDIO_DIR (as for the benchmarks) where the checkout is elsewhere
+SHARED_AUDIO = Path(os.environ.get("BENCH_AUDIO_DIR") or REPO.parent / "shared" / "audio")
 SAMPLE_RATE = 16000
-
-
-def wer(reference: str | list[str], hypothesis: str | list[str]) -> float:
-    """Word error rate after Whisper's English normaliser, as in the Whisper paper."""
-    import jiwer
-    from whisper_normalizer.english import EnglishTextNormalizer
-
-    normalize = EnglishTextNormalizer()
-    refs = [reference] if isinstance(reference, str) else reference
-    hyps = [hypothesis] if isinstance(hypothesis, str) else hypothesis
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps)]
-    pairs = [(r, h) for r, h in pairs if r.strip()]
-    return float(jiwer.wer([r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs]))
+Json = dict[str, Any]  # one decoded protocol message
 
 
 def synthesize(text: str, rate: int = SAMPLE_RATE, voice: str = "en-us", speed: int = 150) -> np.ndarray:
@@ -70,7 +63,8 @@ def silence(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm: bytes = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return pcm
 
 
 def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
@@ -80,28 +74,49 @@ def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> Path:
     return path
 
 
-def manifest() -> list[dict]:
+def manifest() -> list[Json]:
     path = SHARED_AUDIO / "manifest.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass
 class StreamResult:
-    events: list[dict] = field(default_factory=list)
-    arrived_at: list[float] = field(default_factory=list)  # monotonic wall time of each event
-    sent_at: list[tuple[float, float]] = field(default_factory=list)  # (stream seconds sent so far, wall time)
-    final_arrivals: list[tuple[dict, float]] = field(default_factory=list)  # (final, latency_s)
+    """What ``stream_audio`` saw: every event as its JSON dict, with arrival times and final latencies."""
 
-    def delay_after(self, event: dict, stream_s: float) -> float:
+    transcript: v1.Transcript
+    send_log: v1.SendLog
+
+    @property
+    def events(self) -> list[Json]:
+        return [dict(r.event.raw) for r in self.transcript.received]
+
+    @property
+    def arrived_at(self) -> list[float]:  # monotonic wall time of each event
+        return [r.at for r in self.transcript.received]
+
+    @property
+    def final_arrivals(self) -> list[tuple[Json, float]]:  # (final, latency_s)
+        return [
+            (dict(r.event.raw), r.latency_s)
+            for r in self.transcript.received
+            if isinstance(r.event, v1.Final) and r.latency_s is not None
+        ]
+
+    @property
+    def close_code(self) -> int | None:
+        return self.transcript.close_code
+
+    def delay_after(self, event: Json, stream_s: float) -> float:
         """Seconds between sending the audio up to ``stream_s`` and ``event`` arriving."""
-        sent = next(w for s, w in self.sent_at if s >= stream_s)
+        sent = self.send_log.sent_at(stream_s)
+        assert sent is not None, "no audio was sent"
         return self.arrived_at[self.events.index(event)] - sent
 
-    def of(self, kind: str) -> list[dict]:
+    def of(self, kind: str) -> list[Json]:
         return [e for e in self.events if e["type"] == kind]
 
     @property
-    def finals(self) -> list[dict]:
+    def finals(self) -> list[Json]:
         return self.of("final")
 
     def text(self, channel: int | None = None) -> str:
@@ -113,51 +128,32 @@ async def stream_audio(
     payload: bytes,
     *,
     sample_rate: int = SAMPLE_RATE,
-    bytes_per_second: int | None = None,
     chunk_s: float = 0.1,
     realtime: bool = True,
     params: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     close: bool = True,
     timeout_s: float = 120.0,
+    bytes_per_second: int | None = None,
 ) -> StreamResult:
-    """Stream ``payload`` to /v1/listen, optionally at real-time pace; collect every event until the socket
-    closes. A final's latency is its arrival time minus the wall time at which its ``end`` was sent."""
-    import websockets
-
-    bps = bytes_per_second or sample_rate * 2
-    query = {"sample_rate": str(sample_rate), **(params or {})}
-    result = StreamResult()
-    chunk = max(2, int(bps * chunk_s)) // 2 * 2
-    sent_at = result.sent_at
-    async with websockets.connect(
-        f"{ws_url}/v1/listen?{urlencode(query)}", additional_headers=headers, max_size=None, open_timeout=30
-    ) as ws:
-
-        async def sender() -> None:
-            t0 = time.monotonic()
-            for i in range(0, len(payload), chunk):
-                await ws.send(payload[i : i + chunk])
-                sent_at.append(((i + chunk) / bps, time.monotonic()))
-                if realtime:
-                    delay = t0 + (i + chunk) / bps - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-            if close:
-                await ws.send(json.dumps({"type": "close_stream"}))
-
-        task = asyncio.create_task(sender())
-
-        async def receiver() -> None:
-            async for raw in ws:
-                event = json.loads(raw)
-                result.events.append(event)
-                result.arrived_at.append(time.monotonic())
-                if event["type"] == "final":
-                    sent = next((w for s, w in sent_at if s >= event["end"]), None)
-                    if sent is not None:
-                        result.final_arrivals.append((event, time.monotonic() - sent))
-
-        await asyncio.wait_for(receiver(), timeout_s)
-        await task
-    return result
+    """Stream ``payload`` to /v1/listen of ``ws_url`` with the protocol-v1 client library, optionally at
+    real-time pace; collect every event until the socket closes. ``bytes_per_second`` is implied by the
+    ``encoding`` and ``channels`` in ``params`` (accepted for the callers that spell it out)."""
+    params = dict(params or {})
+    channels = int(params.pop("channels", "1"))
+    encoding = params.pop("encoding", "pcm_s16le")
+    assert encoding in ("pcm_s16le", "pcm_f32le"), encoding
+    client = v1.Client(
+        ws_url,
+        sample_rate=sample_rate,
+        channels=channels,
+        encoding=encoding,  # type: ignore[arg-type]
+        params=params,
+        headers=headers,
+    )
+    if bytes_per_second is not None:
+        assert bytes_per_second == sample_rate * client.frame_bytes, "bytes_per_second disagrees with params"
+    transcript = await asyncio.wait_for(
+        v1.transcribe(client, payload, chunk_s=chunk_s, realtime=realtime, close=close), timeout_s
+    )
+    return StreamResult(transcript, client.send_log)

@@ -1,5 +1,5 @@
-"""The benchmark's pure parts: latency bookkeeping, percentiles, WER, kept-up and capacity rules, excerpt
-planning, and each peer protocol's message parsing. No server, no model, no network."""
+"""The benchmark's pure parts: percentiles, WER, kept-up and capacity rules, excerpt planning, each peer
+protocol's message parsing, the WER summary. No server, no model, no network."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from benchmarks import metrics
 from benchmarks.audio import SAMPLE_RATE, LongRecording, Utterance, make_excerpt, plan_excerpts
 from benchmarks.protocols import NativeAdapter, WhisperLiveAdapter, WhisperLiveKitAdapter, parse_clock
-from benchmarks.run import scheduler_delta
+from benchmarks.results import SystemResult
 from benchmarks.stream_load import ClientResult, summarize_level
+from benchmarks.sweep import scheduler_delta
 
 
 @pytest.mark.parametrize("q", [0, 10, 50, 90, 95, 99, 100])
@@ -27,25 +28,6 @@ def test_percentile_edge_cases():
     summary = metrics.summarize([1.0, 2.0, 3.0])
     assert summary["count"] == 3 and summary["p50"] == 2.0 and summary["max"] == 3.0
     assert metrics.summarize([])["p95"] is None
-
-
-def test_send_log_maps_stream_time_to_the_chunk_holding_the_last_sample_before_it():
-    log = metrics.SendLog(16000)
-    for i in range(5):  # 100 ms chunks sent at 10.0, 10.1, ...
-        log.record(i * 1600, 1600, 10.0 + i * 0.1)
-    assert log.sent_at(0.05) == pytest.approx(10.0)
-    # a result ending exactly at 0.2 s covers samples up to 3199, which left with chunk 1
-    assert log.sent_at(0.2) == pytest.approx(10.1)
-    assert log.sent_at(0.2001) == pytest.approx(10.2)
-    assert log.sent_at(99.0) == pytest.approx(10.4)  # beyond the stream: the last chunk
-    assert log.sent_at(0.0) == pytest.approx(10.0)
-    assert log.samples_sent == 8000
-    with pytest.raises(ValueError):
-        log.record(0, 10, 11.0)
-
-
-def test_send_log_empty():
-    assert metrics.SendLog().sent_at(1.0) is None
 
 
 def test_latency_slope_flat_growing_and_unknown():
@@ -132,20 +114,25 @@ def test_parse_clock():
 def test_native_adapter_parses_protocol_v1():
     a = NativeAdapter()
     assert "endpointing_ms=500" in a.url("ws://x")
-    assert a.feed(json.dumps({"type": "session.started", "session_id": "s"}), 1.0) == []
+    started = {"type": "session.started", "session_id": "s", "model": "m", "sample_rate": 16000, "channels": 1}
+    assert a.feed(json.dumps(started | {"language": "en"}), 1.0) == []
     (partial,) = a.feed(
-        json.dumps({"type": "partial", "utterance_id": 0, "start": 0.1, "end": 1.5, "text": "hel", "stable_text": ""}),
+        json.dumps({"type": "partial", "utterance_id": 0, "channel": 0, "start": 0.1, "end": 1.5, "text": "hel"}),
         2.0,
     )
     assert (partial.kind, partial.end_s, partial.arrival) == ("partial", 1.5, 2.0)
-    a.feed(json.dumps({"type": "final", "utterance_id": 1, "start": 3, "end": 4, "text": " world"}), 5.0)
-    (final,) = a.feed(json.dumps({"type": "final", "utterance_id": 0, "start": 0, "end": 2.0, "text": "Hello,"}), 3.0)
-    assert final.kind == "final" and final.end_s == 2.0
+    final_1 = {"type": "final", "utterance_id": 1, "channel": 0, "start": 3, "end": 4, "text": " world"}
+    a.feed(json.dumps(final_1 | {"reason": "max_length"}), 5.0)
+    final_0 = {"type": "final", "utterance_id": 0, "channel": 0, "start": 0, "end": 2.0, "text": "Hello,"}
+    (final,) = a.feed(json.dumps(final_0), 3.0)
+    assert final.kind == "final" and final.end_s == 2.0 and final.reason is None  # v1 does not say why yet
     a.feed(json.dumps({"type": "error", "code": "x", "message": "y"}), 6.0)
     assert a.errors == ["x: y"]
     a.feed(json.dumps({"type": "session.closed", "reason": "client", "audio_seconds": 4}), 7.0)
     assert a.finished.is_set()
     assert a.transcript() == "Hello, world"
+    a.feed("not json", 8.0)
+    assert a.errors[-1].startswith("malformed server message")
 
 
 def test_whisperlive_adapter_counts_each_completed_segment_once():
@@ -246,19 +233,21 @@ def test_scheduler_delta_from_status_snapshots():
 
 
 def test_wer_summary_compares_each_level_with_offline_on_its_own_clients():
-    from benchmarks.run import Plan, attach_wer_summary
+    from benchmarks.accuracy import attach_wer_summary
 
-    def client(offset: float, transcript: str) -> dict:
-        return {"source": "a.wav", "offset_s": offset, "reference": "red green blue gray", "transcript": transcript}
+    def client(offset: float, transcript: str) -> ClientResult:
+        return ClientResult(0, "a.wav", offset, 5.0, [1.0], transcript=transcript, reference="red green blue gray")
 
-    system = {
-        "levels": [
-            {"clients": 1, "per_client": [client(0.0, "red green blue gray")]},
-            {"clients": 2, "per_client": [client(0.0, "red green blue"), client(5.0, "red green glue gray")]},
-        ]
-    }
+    system = SystemResult(
+        label="ours",
+        levels=[
+            summarize_level("ours", 100, 5.0, [client(0.0, "red green blue gray")]),
+            summarize_level("ours", 100, 5.0, [client(0.0, "red green blue"), client(5.0, "red green glue gray")]),
+        ],
+    )
     offline = {("a.wav", 0.0): "red green blue gray", ("a.wav", 5.0): "red grin blue grab"}
-    attach_wer_summary(system, offline, [], Plan.for_mode(True))
-    assert [lv["offline_wer_same_audio"] for lv in system["levels"]] == [0.0, 0.25]
-    assert system["wer_pooled"] == pytest.approx(2 / 12, abs=1e-3)
-    assert system["offline_faster_whisper_wer_same_audio"] == pytest.approx(2 / 12, abs=1e-3)
+    system = attach_wer_summary(system, offline)
+    assert [lv.offline_wer_same_audio for lv in system.levels] == [0.0, 0.25]
+    assert system.wer_pooled == pytest.approx(2 / 12, abs=1e-3)
+    assert system.offline_faster_whisper_wer_same_audio == pytest.approx(2 / 12, abs=1e-3)
+    assert system.wer_minus_offline_points == pytest.approx(0.0)
