@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import websockets
 
-from ..conftest import ServerHandle, free_port
+from benchmarks.launch import free_port
+
+from ..conftest import ServerHandle
 from ..helpers import silence, wer
 from .e2e import API_KEY, TWILIO_TOKEN, mulaw_8k, references, sentences_16k
 
