@@ -214,7 +214,7 @@ class WhisperBackend:
     def _previous_tokens(self, job: DecodeJob) -> list[int]:
         """The user's initial prompt, whole, then the newest rolling text cut to a ``PROMPT_BUCKETS`` length.
         (Every language shares one BPE vocabulary, so the task/language of the tokenizer does not matter.)"""
-        tokenizer = self.tokenizer("transcribe", None if self.is_multilingual else "en")
+        tokenizer = self.tokenizer("transcribe", "en")
         options = job.options
         initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
         initial = initial[:MAX_PREVIOUS_TOKENS]
