@@ -8,12 +8,13 @@ the environment. Environment variables are the field names upper-cased with the 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .models import resolve_model
 
 
 def embedded_model_path() -> str:
@@ -33,7 +34,10 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = Field("plain", description="log line format")
 
     # --- model
-    model: str = Field("embedded", description="'embedded' (tiny.en), a CTranslate2 Whisper dir or a size name")
+    model: str = Field(
+        "embedded",
+        description="'embedded' (tiny.en), 'base' (multilingual: the extra), a CTranslate2 Whisper dir or a size name",
+    )
     model_id: str = Field("", description="id reported to clients; default: derived from --model")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = Field("default", description="int8 on CPU, float16 on CUDA when 'default'")
@@ -117,14 +121,10 @@ class Settings(BaseSettings):
     )
 
     def resolved_model_path(self) -> str:
-        return embedded_model_path() if self.model == "embedded" else self.model
+        return resolve_model(self.model).path
 
     def resolved_model_id(self) -> str:
-        if self.model_id:
-            return self.model_id
-        if self.model == "embedded":
-            return "tiny.en"
-        return Path(self.model).name if os.path.isdir(self.model) else self.model
+        return self.model_id or resolve_model(self.model).model_id
 
     def resolved_compute_type(self, device: str) -> str:
         if self.compute_type != "default":

