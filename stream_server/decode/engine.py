@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from ..errors import DecodeFailed, Overloaded, ShuttingDown
 from .backend import DecodeBackend
 from .scheduler import BatchScheduler
-from .types import DecodeJob, DecodeResult, JobKind
+from .types import BatchStats, DecodeJob, DecodeResult, JobKind
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,16 @@ class DecodeEngine:
         self.busy = False
 
     @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.backend.is_multilingual
+
+    @property
     def alive(self) -> bool:
+        """Started and not stopped: ready to take jobs (``/readyz``)."""
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
@@ -109,7 +118,7 @@ class DecodeEngine:
                 future.cancel()
         return len(dropped)
 
-    def stats(self):  # -> BatchStats
+    def stats(self) -> BatchStats:
         return self.scheduler.stats()
 
     async def _run(self) -> None:

@@ -40,6 +40,7 @@ class DecodeOptions:
 
     task: Task = "transcribe"
     language: str | None = None  # None: the model's only language, or detected on multilingual models
+    languages: tuple[str, ...] = ()  # where ``language`` is None: detection picks among these codes (empty: any)
     beam_size: int = 1
     temperatures: tuple[float, ...] = (0.0,)
     word_timestamps: bool = False
@@ -133,11 +134,14 @@ class DecodeResult:
     temperature: float
     words: tuple[Word, ...] = ()
     window_s: float = 30.0  # seconds of features the encoder saw
+    language_probability: float = 1.0  # the detector's probability for ``language`` (1.0: given, or the only one)
 
-    @property
-    def looks_hallucinated(self) -> bool:
-        """Whisper's own tests for a bad decode, with its default thresholds."""
-        return self.compression_ratio > 2.4 or self.avg_logprob < -1.0
+    def looks_hallucinated(self, options: DecodeOptions) -> bool:
+        """Whisper's own tests for a bad decode, with ``options``' thresholds."""
+        return (
+            self.compression_ratio > options.compression_ratio_threshold
+            or self.avg_logprob < options.log_prob_threshold
+        )
 
     def looks_silent(self, options: DecodeOptions) -> bool:
         """Whisper's no-speech rule: the model thinks nothing was said and is not confident in its text."""

@@ -120,6 +120,7 @@ class _Item:
     prompt: list[int]  # ends with ``prefix``
     tokenizer: Tokenizer
     prefix: list[int]  # the context's text, forced after the task tokens (empty: no context)
+    language_probability: float = 1.0
 
 
 class WhisperBackend:
@@ -189,14 +190,15 @@ class WhisperBackend:
 
     def _groups(self, jobs: list[DecodeJob]) -> list[list[tuple[DecodeJob, list[int]]]]:
         """Jobs that share one encode and one generate: same way of generating, prompt length and encoder
-        window; each with its previous-text tokens. A context that does not fit is dropped first, so ``split``
-        and ``decode_batch`` group alike."""
+        window (whatever their task and language); each with its previous-text tokens. A context that does not
+        fit is dropped first, so ``split`` and ``decode_batch`` group alike."""
         groups: dict[tuple, list[tuple[DecodeJob, list[int]]]] = defaultdict(list)
         for job in map(self._fit_context, jobs):
             o = job.options
             previous = self._previous_tokens(job)
             window = self.window.frames_for(len(job.audio))
-            key = (o.beam_size, o.temperatures, o.word_timestamps, o.task, o.language, len(previous), window)
+            # not task or language: they are tokens of each item's own prompt, all of one length
+            key = (o.beam_size, o.temperatures, o.word_timestamps, len(previous), window)
             groups[key].append((job, previous))
         return list(groups.values())
 
@@ -271,10 +273,10 @@ class WhisperBackend:
         feats = [self._features(j.audio) for j in jobs]
         encoder_output = self._encode(feats, window)
         items = []
-        for (job, previous), f, lang in zip(group, feats, self._languages(jobs, encoder_output)):
+        for (job, previous), f, (lang, p) in zip(group, feats, self._languages(jobs, encoder_output)):
             tok = self.tokenizer(job.options.task, lang)
             prefix = tok.encode(" " + job.context_text.strip()) if job.context_samples else []
-            items.append(_Item(job, f, self._prompt(tok, previous) + prefix, tok, prefix))
+            items.append(_Item(job, f, self._prompt(tok, previous) + prefix, tok, prefix, p))
         return items, encoder_output
 
     def items_for(self, jobs: list[DecodeJob]) -> list[_Item]:
@@ -282,16 +284,25 @@ class WhisperBackend:
         window = max(self.window.frames_for(len(job.audio)) for job in jobs)
         return self._prepare([(job, self._previous_tokens(job)) for job in jobs], window)[0]
 
-    def _languages(self, jobs: list[DecodeJob], encoder_output: ctranslate2.StorageView) -> list[str | None]:
+    def _languages(
+        self, jobs: list[DecodeJob], encoder_output: ctranslate2.StorageView
+    ) -> list[tuple[str | None, float]]:
+        """Each job's language and its probability: the one it names (1.0), else the most likely of the
+        model's scores, among ``options.languages`` where that is set."""
         if not self.is_multilingual:
-            return ["en"] * len(jobs)
+            return [("en", 1.0)] * len(jobs)
         if all(j.options.language for j in jobs):
-            return [j.options.language for j in jobs]
+            return [(j.options.language, 1.0) for j in jobs]
         detected = self.model.detect_language(encoder_output)
-        return [
-            j.options.language or scores[0][0][2:-2]  # '<|de|>' -> 'de'
-            for j, scores in zip(jobs, detected)
-        ]
+        out: list[tuple[str | None, float]] = []
+        for job, scores in zip(jobs, detected):
+            if job.options.language:
+                out.append((job.options.language, 1.0))
+                continue
+            ranked = [(token[2:-2], float(p)) for token, p in scores]  # '<|de|>' -> 'de'
+            hinted = [(code, p) for code, p in ranked if code in job.options.languages]
+            out.append((hinted or ranked)[0])
+        return out
 
     def _generate(
         self,
@@ -335,6 +346,7 @@ class WhisperBackend:
                     compression_ratio=get_compression_ratio(text) if text else 0.0,
                     no_speech_prob=float(out.no_speech_prob),
                     temperature=temperature,
+                    language_probability=item.language_probability,
                 )
             )
         return results

@@ -362,7 +362,7 @@ class _Channel:
             text, language, words = "", self.config.language or "", None
         else:
             text, language = result.text, result.language
-            self.prompt.commit(text, end, suspicious=result.looks_hallucinated, start_s=audio_start)
+            self.prompt.commit(text, end, suspicious=result.looks_hallucinated(self.final_options), start_s=audio_start)
             words = (
                 tuple(
                     Word(w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability)
