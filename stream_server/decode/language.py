@@ -5,13 +5,23 @@ runs that one decoder step on encoded features (no second encode) and returns, p
 its probability (a softmax over the language tokens only). With hints (``languages=es,en``: a call center knows
 its languages) the answer is the argmax over the hinted tokens, its probability renormalised over them, which is
 the softmax over those tokens' logits alone. Runs on the model thread, inside the backend's decode call.
+
+Text of one language must not steer an utterance in another: Whisper, prompted with English text, tends to
+*translate* Spanish speech into English. So a job whose detected language differs from its prompt's
+(``DecodeJob.prompt_language``) is decoded again on its own audio, without prompt or context
+(``carries_other_language``, ``on_its_own``); that happens once per change of language. And acoustic context
+(earlier speech in the window) would sway the detection itself, so a job whose language is to be detected is
+decoded without it (``needs_detection``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import ctranslate2
+
+from .types import DecodeJob
 
 
 def detect(
@@ -48,3 +58,37 @@ def choose(scores: Sequence[tuple[str, float]], hints: Sequence[str] | None) -> 
     total = sum(allowed.values())
     # every hinted token can underflow to 0 in float16: then they are equally likely
     return best, allowed[best] / total if total > 0 else 1.0 / len(allowed)
+
+
+def needs_detection(job: DecodeJob) -> bool:
+    """Whether ``job``'s language is left to detection (no lock, and not a single hint)."""
+    return job.options.language is None and len(set(job.options.languages)) != 1
+
+
+def locked_language(job: DecodeJob) -> str | None:
+    """The language ``job`` is decoded in without detection: its lock, or its only hint."""
+    if job.options.language:
+        return job.options.language
+    return job.options.languages[0] if len(set(job.options.languages)) == 1 else None
+
+
+def carries_other_language(job: DecodeJob, language: str) -> bool:
+    """Whether ``job``'s rolling prompt or context is text of a language other than the detected ``language``
+    (translations are English whatever the source: their prompt never is)."""
+    has_text = bool(job.prompt_text.strip() or job.context_samples)
+    return (
+        has_text
+        and job.options.task == "transcribe"
+        and job.prompt_language is not None
+        and job.prompt_language != language
+    )
+
+
+def on_its_own(job: DecodeJob, language: str) -> DecodeJob:
+    """``job`` again in ``language``, on its own audio, without the rolling prompt (same ``job_id``)."""
+    return replace(
+        job.without_context(),
+        prompt_text="",
+        prompt_language=None,
+        options=replace(job.options, language=language),
+    )

@@ -43,6 +43,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
+from .language import carries_other_language, detect_each, locked_language, needs_detection, on_its_own
 from .repeats import drop_repeats, word_key
 from .types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Word
 
@@ -182,7 +183,11 @@ class WhisperBackend:
         both; this guards other callers)."""
         if not job.context_samples:
             return job
-        tokens = len(self.tokenizer(job.options.task, job.options.language).encode(" " + job.context_text.strip()))
+        if self.is_multilingual and needs_detection(job):
+            return job.without_context()  # earlier speech would sway the detection (language.py)
+        tokens = len(
+            self.tokenizer(job.options.task, locked_language(job) or "en").encode(" " + job.context_text.strip())
+        )
         window_s = len(job.audio) / SAMPLE_RATE + self.window.margin_s
         if tokens > MAX_CONTEXT_TOKENS or window_s > FULL_WINDOW_FRAMES / 100 or not job.context_text.strip():
             return job.without_context()
@@ -263,7 +268,23 @@ class WhisperBackend:
         finished = self._continue_early_stops(items, finished, window)
         if options.word_timestamps:
             finished = self._add_words(items, finished, window)
-        return [replace(r, window_s=window / 100) for r in finished]
+        finished = [replace(r, window_s=window / 100) for r in finished]
+        return self._redo_other_language(items, finished)
+
+    def _redo_other_language(self, items: list[_Item], results: list[DecodeResult]) -> list[DecodeResult]:
+        """Items whose prompt or context is text of another language than the one detected, decoded again on
+        their own (``language.py``): rare, once per change of language in a stream."""
+        redo = [
+            (i, on_its_own(item.job, item.tokenizer.language_code))
+            for i, item in enumerate(items)
+            if carries_other_language(item.job, item.tokenizer.language_code)
+        ]
+        if not redo:
+            return results
+        out = list(results)
+        for (i, _), again in zip(redo, self.decode_batch([job for _, job in redo])):
+            out[i] = replace(again, language_probability=items[i].language_probability)
+        return out
 
     def _prepare(
         self, group: list[tuple[DecodeJob, list[int]]], window: int
@@ -291,18 +312,13 @@ class WhisperBackend:
         model's scores, among ``options.languages`` where that is set."""
         if not self.is_multilingual:
             return [("en", 1.0)] * len(jobs)
-        if all(j.options.language for j in jobs):
-            return [(j.options.language, 1.0) for j in jobs]
-        detected = self.model.detect_language(encoder_output)
-        out: list[tuple[str | None, float]] = []
-        for job, scores in zip(jobs, detected):
-            if job.options.language:
-                out.append((job.options.language, 1.0))
-                continue
-            ranked = [(token[2:-2], float(p)) for token, p in scores]  # '<|de|>' -> 'de'
-            hinted = [(code, p) for code, p in ranked if code in job.options.languages]
-            out.append((hinted or ranked)[0])
-        return out
+        locked = [locked_language(j) for j in jobs]
+        if all(locked):
+            return [(language, 1.0) for language in locked]
+        known = set(self.languages)  # hints are validated upstream; an unknown one must not fail the batch
+        hints = [[code for code in j.options.languages if code in known] or None for j in jobs]
+        detected = detect_each(self.model, encoder_output, hints)
+        return [(language, 1.0) if language else found for language, found in zip(locked, detected)]
 
     def _generate(
         self,
@@ -313,8 +329,9 @@ class WhisperBackend:
     ) -> list[DecodeResult]:
         sampling = temperature > 0
         longest_s = max(len(item.job.audio) for item in items) / 16000
-        # CTranslate2's max_length counts the prompt too.
-        max_length = max(len(item.prompt) for item in items) + int(TOKENS_BASE + TOKENS_PER_SECOND * longest_s)
+        # CTranslate2 (4.8.5) stops Whisper at max_length // 2 new tokens, the prompt not counted (Whisper's
+        # sample_len = n_text_ctx // 2); measured: max_length 20 -> 10 tokens, 132 -> 66, whatever the prompt.
+        max_length = 2 * int(TOKENS_BASE + TOKENS_PER_SECOND * longest_s)
         outputs = self.model.generate(
             encoder_output,
             [item.prompt for item in items],
@@ -381,7 +398,7 @@ class WhisperBackend:
                 and job.prompt_text.strip()
                 and not r.looks_silent(job.options)
             ):
-                retries.append((i, _derived_job(job, job.own_audio, "")))
+                retries.append((i, _derived_job(job, job.own_audio, "", item.tokenizer.language_code)))
         if not retries:
             return results
         out = list(results)
@@ -421,7 +438,9 @@ class WhisperBackend:
             if last_end < 1.0 or job.own_s - last_end < EARLY_STOP_MIN_REST_S:
                 continue
             prompt = f"{job.prompt_text} {job.context_text} {results[i].text}"
-            rest = _derived_job(job, job.own_audio[int(last_end * SAMPLE_RATE) :], prompt)
+            rest = _derived_job(
+                job, job.own_audio[int(last_end * SAMPLE_RATE) :], prompt, items[i].tokenizer.language_code
+            )
             rests.append((i, rest))
         if not rests:
             return results
@@ -492,13 +511,14 @@ def _with_text(item: _Item, result: DecodeResult, text: str) -> DecodeResult:
     return replace(result, text=text, tokens=tuple(item.tokenizer.encode(" " + text)))
 
 
-def _derived_job(job: DecodeJob, audio: np.ndarray, prompt_text: str) -> DecodeJob:
-    """A second decode on behalf of ``job`` (its kind, owner and options; words are aligned afterwards)."""
+def _derived_job(job: DecodeJob, audio: np.ndarray, prompt_text: str, language: str) -> DecodeJob:
+    """A second decode on behalf of ``job`` (its kind, owner and options, in the language it was decoded in;
+    words are aligned afterwards)."""
     return DecodeJob(
         owner=job.owner,
         kind=job.kind,
         audio=audio,
-        options=replace(job.options, word_timestamps=False),
+        options=replace(job.options, word_timestamps=False, language=language),
         prompt_text=prompt_text,
     )
 

@@ -72,6 +72,7 @@ class StreamConfig:
     encoding: Encoding = "pcm_s16le"
     channels: int = 1
     language: str | None = None
+    languages: tuple[str, ...] = ()  # detection limited to these codes (empty: any)
     task: Task = "transcribe"
     prompt: str = ""
     interim_results: bool = True
@@ -99,6 +100,9 @@ class StreamConfig:
             raise InvalidParameter("endpointing_ms must be between 100 and 10000", param="endpointing_ms")
         if self.language is not None and not (2 <= len(self.language) <= 3 and self.language.isalpha()):
             raise InvalidParameter("language must be an ISO-639-1 code such as 'en'", param="language")
+        for code in self.languages:
+            if not (2 <= len(code) <= 3 and code.isalpha()):
+                raise InvalidParameter("languages must be ISO-639-1 codes such as 'en,es'", param="languages")
         return self
 
 
@@ -165,6 +169,7 @@ class _Channel:
             AudioHistory(config.final_context_s + config.max_utterance_s + 5.0) if config.final_context_s > 0 else None
         )
         self.next_utterance_id = 0
+        self.language: str | None = None  # of the last final: the language of the rolling prompt's text
         self.open: _Utterance | None = None
         self.utterances: dict[int, _Utterance] = {}  # not yet finalized (open or awaiting the final)
         # One final decode at a time per channel, in order: each is decoded with the text of every earlier one
@@ -175,6 +180,7 @@ class _Channel:
         partial_opts = DecodeOptions(
             task=config.task,
             language=config.language,
+            languages=config.languages,
             beam_size=config.partial_beam_size,
             initial_prompt=config.prompt or None,
         )
@@ -287,6 +293,7 @@ class _Channel:
             options=self.idle_final_options,
             late_options=self.final_options if self.idle_final_options != self.final_options else None,
             prompt_text=context.prompt,
+            prompt_language=self.language,
             stream_key=(self.session_id, self.index, utt.utterance_id),
             context_samples=start - context.context_start,
             context_text=context.context_text,
@@ -337,6 +344,7 @@ class _Channel:
             audio=self.segmenter.utterance_audio(),
             options=self.partial_options,
             prompt_text=self.prompt.text(),
+            prompt_language=self.language,
             stream_key=(self.session_id, self.index, utt.utterance_id),
         )
         return [DecodeRequested(job, self.index, utt.utterance_id, DecodePurpose.PARTIAL)]
@@ -348,7 +356,10 @@ class _Channel:
         utt.partial_shown = sequence
         stable, shown = utt.agreement.update(result.text)
         end = utt.start_sample / SAMPLE_RATE + audio_s
-        return [Partial(self.index, utterance_id, utt.speech_sample / SAMPLE_RATE, end, shown, stable)]
+        start = utt.speech_sample / SAMPLE_RATE
+        return [
+            Partial(self.index, utterance_id, start, end, shown, stable, result.language, result.language_probability)
+        ]
 
     def on_final(self, utterance_id: int, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
         """The outcome of the final in flight: its ``Final`` (and ``DecodeError``), then the next final's request."""
@@ -360,8 +371,13 @@ class _Channel:
         if result is None:
             events.append(DecodeError(self.index, utterance_id, error or "decode failed"))
             text, language, words = "", self.config.language or "", None
+            probability = 0.0
         else:
-            text, language = result.text, result.language
+            text, language, probability = result.text, result.language, result.language_probability
+            if text and self.language is not None and language != self.language:
+                self.prompt.commit("", end, suspicious=True)  # no text of one language prompts another
+            if text:  # (an empty final's language is a guess on noise)
+                self.language = language
             self.prompt.commit(text, end, suspicious=result.looks_hallucinated(self.final_options), start_s=audio_start)
             words = (
                 tuple(
@@ -371,7 +387,7 @@ class _Channel:
                 if self.config.word_timestamps
                 else None
             )
-        events.append(Final(self.index, utterance_id, start, end, text, language, words))
+        events.append(Final(self.index, utterance_id, start, end, text, language, words, probability=probability))
         self.final_in_flight = None
         if self.deferred:
             events.extend(self._start_final(*self.deferred.popleft()))

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import InvalidParameter
 from ..session.events import DecodeError, Final, Partial, SessionEvent, SpeechStarted
 from ..session.machine import StreamConfig
+from .formats import LANGUAGE_NAMES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -17,6 +18,7 @@ KNOWN_PARAMS = {
     "encoding",
     "channels",
     "language",
+    "languages",
     "task",
     "prompt",
     "interim_results",
@@ -48,6 +50,15 @@ def _bool(params: Mapping[str, str], name: str, default: bool) -> bool:
     raise InvalidParameter(f"{name} must be true or false, got {raw!r}", param=name)
 
 
+def _language(code: str | None, param: str = "language") -> str | None:
+    """A Whisper language code, ``None`` for none or ``auto``; anything else is refused."""
+    if code in (None, "", "auto"):
+        return None
+    if code not in LANGUAGE_NAMES:
+        raise InvalidParameter(f"unknown language {code!r}: use ISO-639-1 codes such as 'en' or 'es'", param=param)
+    return code
+
+
 def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multilingual: bool) -> StreamConfig:
     """Build and validate a session's config from its query string; raises ``InvalidParameter``."""
     unknown = sorted(set(params) - KNOWN_PARAMS)
@@ -56,15 +67,22 @@ def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multiling
     encoding = params.get("encoding", base.encoding)
     if encoding not in ("pcm_s16le", "pcm_f32le"):
         raise InvalidParameter("encoding must be pcm_s16le or pcm_f32le", param="encoding")
-    language = params.get("language") or None
-    if language in ("auto",):
-        language = None
+    language = _language(params.get("language", "").strip().lower() or None)
+    languages = tuple(
+        dict.fromkeys(
+            filter(None, (_language(c.strip().lower(), "languages") for c in params.get("languages", "").split(",")))
+        )
+    )
     task = params.get("task", "transcribe")
     if not multilingual:
         if language not in (None, "en"):
             raise InvalidParameter(
                 f"the served model is English-only; language {language!r} needs a multilingual model",
                 param="language",
+            )
+        if set(languages) - {"en"}:
+            raise InvalidParameter(
+                "the served model is English-only; languages needs a multilingual model", param="languages"
             )
         if task == "translate":
             raise InvalidParameter("task=translate needs a multilingual model", param="task")
@@ -74,6 +92,7 @@ def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multiling
         encoding=encoding,  # type: ignore[arg-type]
         channels=_int(params, "channels", 1),
         language=language,
+        languages=languages,
         task=task,  # type: ignore[arg-type]
         prompt=params.get("prompt", ""),
         interim_results=_bool(params, "interim_results", True),
@@ -107,6 +126,8 @@ def event_message(event: SessionEvent, default_language: str) -> dict[str, Any] 
             "end": _r(event.end),
             "text": event.text,
             "stable_text": event.stable_text,
+            "language": event.language or default_language,
+            "language_probability": round(event.language_probability, 4),
         }
     if isinstance(event, Final):
         message: dict[str, Any] = {
@@ -117,6 +138,7 @@ def event_message(event: SessionEvent, default_language: str) -> dict[str, Any] 
             "end": _r(event.end),
             "text": event.text,
             "language": event.language or default_language,
+            "language_probability": round(event.probability, 4),
         }
         if event.words is not None:
             message["words"] = [
