@@ -79,7 +79,7 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
             settings.max_batch_size,
             audio_cap,
             settings.final_context_s,
-            settings.idle_final_beam_size or settings.final_beam_size,
+            settings.final_beam_size,
         )
         try:
             yield
@@ -98,7 +98,8 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
     app.state.hooks = metrics
     app.state.auth = auth
     app.state.sessions = SessionRegistry(settings.max_sessions)
-    app.state.stream_defaults = ws.stream_defaults(settings)
+    app.state.stream_defaults = settings.stream_params()
+    app.state.session_policy = settings.session_policy()
     app.state.stream_limits = StreamLimits.from_settings(settings)
 
     @app.get("/healthz", include_in_schema=False)

@@ -14,7 +14,10 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .decode.types import SAMPLE_RATE
 from .models import resolve_model
+from .session.params import StreamParams
+from .session.policy import SessionPolicy
 
 
 def embedded_model_path() -> str:
@@ -45,10 +48,7 @@ class Settings(BaseSettings):
         0,
         description="CTranslate2 intra-op threads; 0 = one fewer than the cores, at least 1 (the event loop keeps one)",
     )
-    final_beam_size: int = Field(
-        1,
-        description="beam size for stream finals that waited 0.3 s for the model (all, without --idle-final-beam-size)",
-    )
+    late_final_beam_size: int = Field(1, description="beam size for stream finals that waited for the model")
     upload_beam_size: int = Field(
         5, description="beam size for HTTP uploads (measured on 4 long files: WER 9.4% -> 8.2%, 40% slower)"
     )
@@ -60,9 +60,7 @@ class Settings(BaseSettings):
             "is not busy (0: never)"
         ),
     )
-    idle_final_beam_size: int = Field(
-        5, description="beam size for stream finals that did not wait 0.3 s for the model (0: off)"
-    )
+    final_beam_size: int = Field(5, description="beam size for stream finals that did not wait for the model")
     extras_max_load: float = Field(
         0.5,
         description=(
@@ -119,6 +117,38 @@ class Settings(BaseSettings):
     fail_decode_marker: str = Field(
         "", description="TEST ONLY: decode batches holding a job whose prompt contains this text raise"
     )
+
+    def session_policy(self) -> SessionPolicy:
+        """The streaming policy every session of this server follows."""
+        return SessionPolicy(
+            partial_interval_ms=self.partial_interval_ms,
+            max_utterance_s=self.max_utterance_s,
+            soft_max_utterance_s=self.soft_max_utterance_s,
+            vad_aggressiveness=self.vad_aggressiveness,
+            prompt_max_tokens=self.prompt_max_tokens,
+            prompt_reset_silence_s=self.prompt_reset_silence_s,
+            partial_beam_size=self.partial_beam_size,
+            final_beam_size=self.final_beam_size,
+            late_final_beam_size=self.late_final_beam_size,
+            final_context_s=self.final_context_s,
+            window_margin_s=self.window_margin_s,
+        )
+
+    def stream_params(self) -> StreamParams:
+        """What a stream gets for every parameter its client does not send."""
+        return StreamParams(
+            sample_rate=SAMPLE_RATE,
+            encoding="pcm_s16le",
+            channels=1,
+            mixdown=False,
+            language=None,
+            languages=(),
+            task="transcribe",
+            prompt="",
+            interim_results=True,
+            word_timestamps=False,
+            endpointing_ms=self.endpointing_ms,
+        )
 
     def resolved_model_path(self) -> str:
         return resolve_model(self.model).path

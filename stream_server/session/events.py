@@ -24,6 +24,7 @@ class DecodeRequested:
     channel: int
     utterance_id: int
     purpose: DecodePurpose
+    sequence: int = 0  # a partial's number within its utterance (newer partials have higher numbers)
 
     @property
     def is_final(self) -> bool:

@@ -71,6 +71,10 @@ class RollingPrompt:
             text = text[0].upper() + text[1:]
         return text + "." if text[-1].isalnum() else text
 
+    def clear(self) -> None:
+        """Forget every final (the user's ``initial`` text stays): e.g. when the language changed."""
+        self._entries.clear()
+
     def commit(self, text: str, end_s: float, suspicious: bool, start_s: float | None = None) -> None:
         """Remember a final's text; ``start_s`` is where its audio started (default: ``end_s``)."""
         self._last_end_s = end_s

@@ -364,7 +364,10 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         word_timestamps=want_words,
     )
     split = functools.partial(
-        split_utterances, max_utterance_s=settings.max_utterance_s, aggressiveness=settings.vad_aggressiveness
+        split_utterances,
+        max_utterance_s=settings.max_utterance_s,
+        endpointing_ms=settings.endpointing_ms,
+        aggressiveness=settings.vad_aggressiveness,
     )
     owner = f"http-{uuid.uuid4().hex[:12]}"
     common: dict[str, Any] = {

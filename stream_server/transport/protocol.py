@@ -1,4 +1,4 @@
-"""Protocol v1 wire format: query parameters -> ``StreamConfig`` and session events -> JSON messages."""
+"""Protocol v1 wire format: query parameters -> ``StreamParams`` and session events -> JSON messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InvalidParameter
 from ..session.events import DecodeError, Final, Partial, SessionEvent, SpeechStarted
-from ..session.machine import StreamConfig
+from ..session.params import StreamParams, validate_params
 from .formats import LANGUAGE_NAMES
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -50,49 +50,25 @@ def _bool(params: Mapping[str, str], name: str, default: bool) -> bool:
     raise InvalidParameter(f"{name} must be true or false, got {raw!r}", param=name)
 
 
-def _language(code: str | None, param: str = "language") -> str | None:
-    """A Whisper language code, ``None`` for none or ``auto``; anything else is refused."""
-    if code in (None, "", "auto"):
-        return None
-    if code not in LANGUAGE_NAMES:
-        raise InvalidParameter(f"unknown language {code!r}: use ISO-639-1 codes such as 'en' or 'es'", param=param)
-    return code
-
-
-def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multilingual: bool) -> StreamConfig:
-    """Build and validate a session's config from its query string; raises ``InvalidParameter``."""
+def parse_stream_config(params: Mapping[str, str], base: StreamParams, multilingual: bool) -> StreamParams:
+    """Build and validate a session's parameters from its query string; raises ``InvalidParameter``."""
     unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown:
         raise InvalidParameter(f"unknown query parameter(s): {', '.join(unknown)}", param=unknown[0])
     encoding = params.get("encoding", base.encoding)
     if encoding not in ("pcm_s16le", "pcm_f32le"):
         raise InvalidParameter("encoding must be pcm_s16le or pcm_f32le", param="encoding")
-    language = _language(params.get("language", "").strip().lower() or None)
-    languages = tuple(
-        dict.fromkeys(
-            filter(None, (_language(c.strip().lower(), "languages") for c in params.get("languages", "").split(",")))
-        )
-    )
+    language = params.get("language") or None
+    if language in ("auto",):
+        language = None
     task = params.get("task", "transcribe")
-    if not multilingual:
-        if language not in (None, "en"):
-            raise InvalidParameter(
-                f"the served model is English-only; language {language!r} needs a multilingual model",
-                param="language",
-            )
-        if set(languages) - {"en"}:
-            raise InvalidParameter(
-                "the served model is English-only; languages needs a multilingual model", param="languages"
-            )
-        if task == "translate":
-            raise InvalidParameter("task=translate needs a multilingual model", param="task")
     config = dataclasses.replace(
         base,
         sample_rate=_int(params, "sample_rate", base.sample_rate),
         encoding=encoding,  # type: ignore[arg-type]
         channels=_int(params, "channels", 1),
         language=language,
-        languages=languages,
+        languages=tuple(dict.fromkeys(c.strip() for c in params.get("languages", "").split(",") if c.strip())),
         task=task,  # type: ignore[arg-type]
         prompt=params.get("prompt", ""),
         interim_results=_bool(params, "interim_results", True),
@@ -101,7 +77,16 @@ def parse_stream_config(params: Mapping[str, str], base: StreamConfig, multiling
     )
     if len(config.prompt) > 2000:
         raise InvalidParameter("prompt is longer than 2000 characters", param="prompt")
-    return config.validate()
+    return _known_languages(validate_params(config, multilingual))
+
+
+def _known_languages(params: StreamParams) -> StreamParams:
+    """``params`` whose language codes are all Whisper's (an unknown one would fail its decodes)."""
+    for name, codes in (("language", (params.language,) if params.language else ()), ("languages", params.languages)):
+        unknown = [code for code in codes if code not in LANGUAGE_NAMES]
+        if unknown:
+            raise InvalidParameter(f"unknown language {unknown[0]!r}: use ISO-639-1 codes such as 'en'", param=name)
+    return params
 
 
 def _r(t: float) -> float:

@@ -32,7 +32,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..auth import websocket_credentials
 from ..decode.engine import DecodeEngine, Superseded
-from ..decode.types import DecodeJob, DecodeResult
+from ..decode.types import DecodeResult
 from ..errors import (
     BacklogFull,
     ClientError,
@@ -46,7 +46,7 @@ from ..errors import (
 from ..logs import session_id_var
 from ..metrics import Metrics
 from ..session.events import DecodeRequested, Final, SessionEvent
-from ..session.machine import StreamConfig, StreamingSession
+from ..session.machine import StreamingSession
 from .protocol import error_message, event_message, parse_stream_config
 from .sessions import Outbox, StreamLimits
 
@@ -90,14 +90,14 @@ class StreamConnection:
         self._final_submitted_at: dict[tuple[int, int], float] = {}  # (channel, utterance) -> monotonic
         self.log = logging.LoggerAdapter(log, {"session_id": self.session_id})
         # queued first, so that even a session drained before its handshake completes starts with it
-        language = session.config.language or ("auto" if engine.backend.is_multilingual else "en")
+        language = session.params.language or ("auto" if engine.backend.is_multilingual else "en")
         self.send(
             {
                 "type": "session.started",
                 "session_id": self.session_id,
                 "model": engine.backend.model_id,
-                "sample_rate": session.config.sample_rate,
-                "channels": session.config.channels,
+                "sample_rate": session.params.sample_rate,
+                "channels": session.params.channels,
                 "language": language,
             }
         )
@@ -109,7 +109,7 @@ class StreamConnection:
             if isinstance(event, DecodeRequested):
                 self._submit(event)
                 continue
-            message = event_message(event, self.session.config.language or "en")
+            message = event_message(event, self.session.params.language or "en")
             if message is None:
                 continue
             if isinstance(event, Final):
@@ -137,23 +137,23 @@ class StreamConnection:
         try:
             future = self.engine.submit(job)
         except StreamServerError as exc:
-            self.emit(self.session.receive_decode_failure(job, exc.message))
+            self.emit(self.session.receive_decode_failure(request, exc.message))
             return
         if request.awaits_final:
             self._final_submitted_at[(request.channel, request.utterance_id)] = time.monotonic()
         self._pending.add(future)
-        future.add_done_callback(functools.partial(self._on_decoded, job))
+        future.add_done_callback(functools.partial(self._on_decoded, request))
 
-    def _on_decoded(self, job: DecodeJob, future: asyncio.Future[DecodeResult]) -> None:
+    def _on_decoded(self, request: DecodeRequested, future: asyncio.Future[DecodeResult]) -> None:
         self._pending.discard(future)
         if self.finished.is_set():
             return
         if future.cancelled() or isinstance(future.exception(), Superseded):
-            events = self.session.abandon(job)
+            events = self.session.abandon(request)
         elif future.exception() is not None:
-            events = self.session.receive_decode_failure(job, str(future.exception()))
+            events = self.session.receive_decode_failure(request, str(future.exception()))
         else:
-            events = self.session.receive_decode_result(job, future.result())
+            events = self.session.receive_decode_result(request, future.result())
         self.emit(events)
 
     def _check_done(self) -> None:
@@ -384,7 +384,7 @@ async def _serve(websocket: WebSocket, session_id: str) -> None:
             dict(websocket.query_params), state.stream_defaults, engine.backend.is_multilingual
         )
         connection = StreamConnection(
-            websocket, StreamingSession(session_id, config), engine, state.stream_limits, hooks
+            websocket, StreamingSession(session_id, config, state.session_policy), engine, state.stream_limits, hooks
         )
         registry.admit(connection)
     except StreamServerError as exc:
@@ -407,19 +407,3 @@ async def _serve(websocket: WebSocket, session_id: str) -> None:
         connection.log.info(
             "session ended (%s, %.1f s of audio)", connection.close_reason, connection.session.audio_seconds
         )
-
-
-def stream_defaults(settings: Any) -> StreamConfig:
-    return StreamConfig(
-        endpointing_ms=settings.endpointing_ms,
-        partial_interval_ms=settings.partial_interval_ms,
-        max_utterance_s=settings.max_utterance_s,
-        soft_max_utterance_s=settings.soft_max_utterance_s,
-        vad_aggressiveness=settings.vad_aggressiveness,
-        prompt_max_tokens=settings.prompt_max_tokens,
-        prompt_reset_silence_s=settings.prompt_reset_silence_s,
-        final_beam_size=settings.final_beam_size,
-        partial_beam_size=settings.partial_beam_size,
-        final_context_s=settings.final_context_s,
-        idle_final_beam_size=settings.idle_final_beam_size,
-    )

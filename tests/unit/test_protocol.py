@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from stream_server.config import Settings
 from stream_server.decode.types import Word
 from stream_server.errors import InvalidParameter
 from stream_server.session.events import Final, Partial
-from stream_server.session.machine import StreamConfig
 from stream_server.transport.protocol import event_message, parse_stream_config
 
 
@@ -24,7 +24,7 @@ def test_every_parameter_is_parsed():
             "word_timestamps": "1",
             "endpointing_ms": "800",
         },
-        StreamConfig(),
+        Settings().stream_params(),
         multilingual=True,
     )
     assert (config.sample_rate, config.encoding, config.channels, config.language, config.task) == (
@@ -44,16 +44,16 @@ def test_every_parameter_is_parsed():
 
 def test_english_only_model_refuses_other_languages_and_translation():
     with pytest.raises(InvalidParameter, match="English-only"):
-        parse_stream_config({"language": "fr"}, StreamConfig(), multilingual=False)
+        parse_stream_config({"language": "fr"}, Settings().stream_params(), multilingual=False)
     with pytest.raises(InvalidParameter, match="translate"):
-        parse_stream_config({"task": "translate"}, StreamConfig(), multilingual=False)
-    assert parse_stream_config({"language": "en"}, StreamConfig(), multilingual=False).language == "en"
+        parse_stream_config({"task": "translate"}, Settings().stream_params(), multilingual=False)
+    assert parse_stream_config({"language": "en"}, Settings().stream_params(), multilingual=False).language == "en"
 
 
 @pytest.mark.parametrize("params", [{"sample_rate": "x"}, {"channels": "9"}, {"nope": "1"}, {"encoding": "opus"}])
 def test_bad_parameters_name_the_parameter(params):
     with pytest.raises(InvalidParameter) as info:
-        parse_stream_config(params, StreamConfig(), multilingual=True)
+        parse_stream_config(params, Settings().stream_params(), multilingual=True)
     assert info.value.param == next(iter(params))
 
 
