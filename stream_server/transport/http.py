@@ -172,6 +172,7 @@ class UploadRequest:
     response_format: ResponseFormat
     temperature: float
     language: str | None
+    languages: tuple[str, ...]  # our extension: detection limited to these codes (comma-separated field)
     granularities: tuple[TimestampGranularity, ...]
     stream: bool
 
@@ -185,7 +186,7 @@ def _text_field(form: FormData, name: str) -> str | None:
     return value.strip()
 
 
-def _parse_language(value: str | None) -> str | None:
+def _parse_language(value: str | None, param: str = "language") -> str | None:
     if not value:
         return None
     code = value.lower()
@@ -194,7 +195,12 @@ def _parse_language(value: str | None) -> str | None:
     by_name = {name: c for c, name in formats.LANGUAGE_NAMES.items()}
     if code in by_name:
         return by_name[code]
-    raise InvalidParameter(f"Unsupported language '{value}': use an ISO-639-1 code such as 'en'.", param="language")
+    raise InvalidParameter(f"Unsupported language '{value}': use an ISO-639-1 code such as 'en'.", param=param)
+
+
+def _parse_languages(value: str | None) -> tuple[str, ...]:
+    codes = (_parse_language(part.strip(), "languages") for part in (value or "").split(","))
+    return tuple(dict.fromkeys(code for code in codes if code))
 
 
 def _parse_temperature(value: str | None) -> float:
@@ -248,6 +254,7 @@ def parse_upload_form(form: FormData, served_models: frozenset[str], max_upload_
         response_format=cast(ResponseFormat, response_format),
         temperature=_parse_temperature(_text_field(form, "temperature")),
         language=_parse_language(_text_field(form, "language")),
+        languages=_parse_languages(_text_field(form, "languages")),
         granularities=tuple(dict.fromkeys(granularities)) or ("segment",),
         stream=stream in ("true", "1"),
     )
@@ -336,6 +343,10 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         upload = parse_upload_form(form, served, settings.max_upload_bytes)
         multilingual = bool(engine.backend.is_multilingual)
         task = resolve_task(endpoint_task, upload.language, multilingual=multilingual, model_id=engine.backend.model_id)
+        if not multilingual and set(upload.languages) - {"en"}:
+            raise InvalidParameter(
+                "languages needs a multilingual model; the served one is English-only.", param="languages"
+            )
         language = upload.language or (None if multilingual else "en")
         audio = await asyncio.to_thread(
             decode_audio,
@@ -363,6 +374,7 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         prompt=upload.prompt,
         word_timestamps=want_words,
     )
+    options = dataclasses.replace(options, languages=upload.languages)
     split = functools.partial(
         split_utterances,
         max_utterance_s=settings.max_utterance_s,

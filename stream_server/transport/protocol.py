@@ -85,7 +85,9 @@ def _known_languages(params: StreamParams) -> StreamParams:
     for name, codes in (("language", (params.language,) if params.language else ()), ("languages", params.languages)):
         unknown = [code for code in codes if code not in LANGUAGE_NAMES]
         if unknown:
-            raise InvalidParameter(f"unknown language {unknown[0]!r}: use ISO-639-1 codes such as 'en'", param=name)
+            raise InvalidParameter(
+                f"{name}: unknown language {unknown[0]!r}; use ISO-639-1 codes such as 'en'", param=name
+            )
     return params
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from .. import helpers
+from ..conftest import ServerHandle, start_server
 
 # ../shared/audio beside the repository; SHARED_AUDIO=/path overrides it (a git worktree lives elsewhere)
 SHARED_AUDIO = Path(os.environ.get("SHARED_AUDIO", helpers.SHARED_AUDIO))
@@ -80,3 +81,24 @@ def base_model(base_model_path: str):  # -> faster_whisper.WhisperModel
     from faster_whisper import WhisperModel
 
     return WhisperModel(base_model_path, device="cpu", compute_type="int8", cpu_threads=2)
+
+
+def error_rate(language: str, reference: str, hypothesis: str) -> float:
+    """Character error rate for Chinese and Japanese (no spaces between words), word error rate for the
+    rest, after Whisper's basic (language-neutral) normaliser."""
+    import jiwer
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    normalize = BasicTextNormalizer()
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if language in ("zh", "ja"):
+        return float(jiwer.cer("".join(ref.split()), "".join(hyp.split()) or "<empty>"))
+    return float(jiwer.wer(ref, hyp or "<empty>"))
+
+
+@pytest.fixture(scope="module")
+def base_server(base_model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """A real server on ``--model base`` (the module's tests share it)."""
+    handle = start_server(tmp_path_factory.mktemp("base-server"), model="base")
+    yield handle
+    handle.stop()
