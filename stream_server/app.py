@@ -29,6 +29,7 @@ from .auth import ApiKeyAuth, require_api_key
 from .config import Settings
 from .decode.backend import DecodeBackend
 from .decode.engine import DecodeEngine
+from .decode.final_policy import FinalPolicy
 from .decode.scheduler import BatchScheduler
 from .errors import StreamServerError
 from .metrics import Metrics
@@ -51,9 +52,9 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
         blas_limit = threadpool_limits(1, user_api="blas")  # held: the limit lasts while the app runs
         model = backend
         if model is None:
-            from .decode.whisper_ct2 import load_backend
+            from .decode.loader import load_backend
 
-            model = await asyncio.to_thread(load_backend, settings)
+            model = await asyncio.to_thread(load_backend, settings.backend_config())
         # the device a backend really runs on ("auto" resolved at load); an injected test backend counts as CPU
         device = getattr(model, "device", "cpu")
         if settings.fail_decode_marker:
@@ -61,12 +62,8 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
 
             log.warning("TEST ONLY fault injection on: batches with %r in a prompt fail", settings.fail_decode_marker)
             model = FaultInjectingBackend(model, settings.fail_decode_marker)
-        scheduler = BatchScheduler(
-            settings.max_batch_size, max_batch_audio_s=settings.resolved_max_batch_audio_s(device)
-        )
-        engine = DecodeEngine(
-            model, scheduler, settings.max_wait_ms, settings.max_queue, extras_max_load=settings.extras_max_load
-        )
+        scheduler = BatchScheduler(settings.scheduler_config(device))
+        engine = DecodeEngine(model, scheduler, FinalPolicy(settings.final_policy()))
         engine.observers.append(metrics.on_batch)
         metrics.watch_queue_depth(lambda: engine.scheduler.queue_depth)
         engine.start()

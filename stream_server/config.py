@@ -8,16 +8,35 @@ the environment. Environment variables are the field names upper-cased with the 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .decode.batching import WindowPolicy
+from .decode.final_policy import FinalPolicyConfig
+from .decode.loader import BackendConfig, default_compute_type
+from .decode.scheduler import SchedulerConfig
 from .decode.types import SAMPLE_RATE
 from .models import resolve_model
 from .session.params import StreamParams
 from .session.policy import SessionPolicy
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_cpu_threads(cores: int) -> int:
+    """CTranslate2 threads when none are set: one core stays for the event loop (websockets, VAD, features), as
+    an OpenMP region waits for its slowest thread (see docs/decisions.md#cpu-threads)."""
+    return max(1, cores - 1)
 
 
 def embedded_model_path() -> str:
@@ -49,9 +68,7 @@ class Settings(BaseSettings):
         description="CTranslate2 intra-op threads; 0 = one fewer than the cores, at least 1 (the event loop keeps one)",
     )
     late_final_beam_size: int = Field(1, description="beam size for stream finals that waited for the model")
-    upload_beam_size: int = Field(
-        5, description="beam size for HTTP uploads (measured on 4 long files: WER 9.4% -> 8.2%, 40% slower)"
-    )
+    upload_beam_size: int = Field(5, description="beam size for HTTP uploads (see docs/decisions.md#upload-beam)")
     partial_beam_size: int = Field(1, description="beam size for partials (greedy by default)")
     final_context_s: float = Field(
         10.0,
@@ -61,12 +78,15 @@ class Settings(BaseSettings):
         ),
     )
     final_beam_size: int = Field(5, description="beam size for stream finals that did not wait for the model")
-    extras_max_load: float = Field(
+    final_context_max_load: float = Field(
         0.5,
         description=(
-            "finals keep their context while finals with context and idle beam would take at most this share "
-            "of the model's time (and they do not queue together)"
+            "finals keep their context while finals with context would take at most this share of the model's "
+            "time (and they do not queue together)"
         ),
+    )
+    late_final_after_ms: float = Field(
+        300.0, description="a final that waited longer than this for the model loses its context and final beam"
     )
     min_window_s: float = Field(4.0, description="shortest encoder window (seconds of features)")
     window_margin_s: float = Field(1.0, description="silence kept after the audio inside the encoder window")
@@ -157,14 +177,46 @@ class Settings(BaseSettings):
         return self.model_id or resolve_model(self.model).model_id
 
     def resolved_compute_type(self, device: str) -> str:
-        if self.compute_type != "default":
-            return self.compute_type
-        return "float16" if device == "cuda" else "int8"
+        return default_compute_type(device) if self.compute_type == "default" else self.compute_type
 
     def resolved_max_batch_audio_s(self, device: str) -> float:
         if self.max_batch_audio_s >= 0:
             return self.max_batch_audio_s
         return 0.0 if device == "cuda" else 12.0
+
+    def resolved_cpu_threads(self) -> int:
+        return self.cpu_threads or default_cpu_threads(available_cores())
+
+    # --- component configurations: the one place settings reach the decoding core
+
+    def window_policy(self) -> WindowPolicy:
+        return WindowPolicy(self.min_window_s, self.window_margin_s, self.window_step_s, self.full_window)
+
+    def backend_config(self) -> BackendConfig:
+        """The model to load; ``device`` may still be "auto" and ``compute_type`` "default" (resolved at load)."""
+        return BackendConfig(
+            model_path=self.resolved_model_path(),
+            model_id=self.resolved_model_id(),
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=self.resolved_cpu_threads(),
+            window=self.window_policy(),
+        )
+
+    def scheduler_config(self, device: str) -> SchedulerConfig:
+        """For a backend running on ``device`` ("cpu" or "cuda": the audio cap's default depends on it)."""
+        return SchedulerConfig(
+            max_batch_size=self.max_batch_size,
+            max_batch_audio_s=self.resolved_max_batch_audio_s(device),
+            max_wait_s=self.max_wait_ms / 1000.0,
+            max_queue=self.max_queue,
+            window=self.window_policy(),
+        )
+
+    def final_policy(self) -> FinalPolicyConfig:
+        return FinalPolicyConfig(
+            context_max_load=self.final_context_max_load, late_after_s=self.late_final_after_ms / 1000.0
+        )
 
     def all_api_keys(self) -> frozenset[str]:
         keys = {k for k in self.api_keys if k}

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .backend import AlignedWord, AlignRequest
 from .types import DecodeJob, DecodeResult
 
 TextOf = Callable[[DecodeJob], str]
@@ -60,17 +61,30 @@ class FakeBackend:
         return [[job] for job in jobs] if self.one_call_per_job else [list(jobs)]
 
     def decode_batch(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
-        with self._changed:
-            self._entered += 1
-            self._changed.notify_all()
-        if not self._gate.wait(30):
-            raise FakeDecodeError("held for 30 s: a test forgot to release the fake backend")
-        if self.latency_s:
-            time.sleep(self.latency_s)
+        self._enter()
         self.calls.append(list(jobs))
         if self.fail_if is not None and any(self.fail_if(job) for job in jobs):
             raise FakeDecodeError("the fake backend was told to fail this call")
         return [self.result(job) for job in jobs]
+
+    def align(self, requests: list[AlignRequest]) -> list[list[AlignedWord]]:
+        """The words of each result spread evenly over its job's own audio."""
+        self._enter()
+        self.calls.append([request.job for request in requests])
+        out = []
+        for request in requests:
+            words = request.result.text.split()
+            step = request.job.own_s / max(1, len(words))
+            out.append(
+                [
+                    AlignedWord(word=f" {w}", start=i * step, end=(i + 1) * step, probability=0.9, tokens=[i])
+                    for i, w in enumerate(words)
+                ]
+            )
+        return out
+
+    def tokens_for(self, text: str) -> tuple[int, ...]:
+        return tuple(range(len(text.split())))
 
     # --- test controls
 
@@ -81,7 +95,7 @@ class FakeBackend:
         return DecodeResult(
             job_id=job.job_id,
             text=text,
-            tokens=tuple(range(len(text.split()))),
+            tokens=self.tokens_for(text),
             language=language,
             avg_logprob=-0.1,
             compression_ratio=1.0,
@@ -89,6 +103,16 @@ class FakeBackend:
             temperature=job.options.temperatures[0],
             window_s=max(4.0, job.duration_s + 1.0),
         )
+
+    def _enter(self) -> None:
+        """Count the call, wait while held, then take ``latency_s``."""
+        with self._changed:
+            self._entered += 1
+            self._changed.notify_all()
+        if not self._gate.wait(30):
+            raise FakeDecodeError("held for 30 s: a test forgot to release the fake backend")
+        if self.latency_s:
+            time.sleep(self.latency_s)
 
     def hold(self) -> None:
         """Calls that start from now on wait until ``release``."""

@@ -9,9 +9,9 @@ the softmax over those tokens' logits alone. Runs on the model thread, inside th
 Text of one language must not steer an utterance in another: Whisper, prompted with English text, tends to
 *translate* Spanish speech into English. So a job whose detected language differs from its prompt's
 (``DecodeJob.prompt_language``) is decoded again on its own audio, without prompt or context
-(``carries_other_language``, ``on_its_own``); that happens once per change of language. And acoustic context
-(earlier speech in the window) would sway the detection itself, so a job whose language is to be detected is
-decoded without it (``needs_detection``).
+(``carries_other_language``, ``on_its_own``: a step of ``repair.py``), once per change of language. And acoustic
+context (earlier speech in the window) would sway the detection itself, so a job whose language is to be detected
+is decoded without it (``needs_detection``).
 """
 
 from __future__ import annotations
@@ -85,10 +85,11 @@ def carries_other_language(job: DecodeJob, language: str) -> bool:
 
 
 def on_its_own(job: DecodeJob, language: str) -> DecodeJob:
-    """``job`` again in ``language``, on its own audio, without the rolling prompt (same ``job_id``)."""
-    return replace(
-        job.without_context(),
-        prompt_text="",
-        prompt_language=None,
+    """A new job decoding ``job``'s own audio again in ``language``, without rolling prompt or context (its
+    kind, owner and options; the user's own prompt stays)."""
+    return DecodeJob(
+        owner=job.owner,
+        kind=job.kind,
+        audio=job.own_audio,
         options=replace(job.options, language=language),
     )

@@ -63,7 +63,7 @@ class DecodeJob:
     the middle of a window whose beginning it has already transcribed.
 
     Context, and ``options`` where ``late_options`` is set, are what a server with time to spare spends on a
-    job; ``economy()`` is the job as a server that is behind decodes it (``engine.py`` decides).
+    final; ``final_policy.py`` decides what it keeps.
     """
 
     owner: str
@@ -77,7 +77,7 @@ class DecodeJob:
     job_id: int = field(default_factory=lambda: next(_job_ids))
     context_samples: int = 0  # leading samples of ``audio`` that are already transcribed context
     context_text: str = ""  # their final text
-    late_options: DecodeOptions | None = None  # how to decode it when the server is behind (None: ``options``)
+    late_options: DecodeOptions | None = None  # how to decode a final that waited (None: ``options``)
 
     @property
     def duration_s(self) -> float:
@@ -100,19 +100,6 @@ class DecodeJob:
             return self
         prompt = f"{self.prompt_text} {self.context_text}".strip()
         return replace(self, audio=self.own_audio, prompt_text=prompt, context_samples=0, context_text="")
-
-    @property
-    def has_extras(self) -> bool:
-        """Whether a busy server would decode it more cheaply (``economy``)."""
-        return bool(self.context_samples) or (self.late_options is not None and self.late_options != self.options)
-
-    def economy(self) -> DecodeJob:
-        """The job as a server that is behind decodes it: without context, with ``late_options``. Same
-        ``job_id``."""
-        job = self.without_context()
-        if self.late_options is not None:
-            job = replace(job, options=self.late_options, late_options=None)
-        return job
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from stream_server.decode.scheduler import BatchScheduler
+from stream_server.config import Settings
+from stream_server.decode.scheduler import OFFLINE_SHARE, BatchScheduler
 from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
 
 AUDIO = np.zeros(16000, dtype=np.float32)
+
+
+def scheduler(
+    max_batch_size: int = 16, max_batch_audio_s: float = 0.0, offline_share: float = OFFLINE_SHARE, **settings: float
+) -> BatchScheduler:
+    """The server's scheduler (``Settings``, window margin included), with these limits."""
+    config = Settings(**settings).scheduler_config("cpu")  # type: ignore[arg-type]
+    return BatchScheduler(
+        replace(config, max_batch_size=max_batch_size, max_batch_audio_s=max_batch_audio_s, offline_share=offline_share)
+    )
 
 
 def job(owner: str, kind: JobKind, utterance: int = 0, channel: int = 0) -> DecodeJob:
@@ -17,7 +30,7 @@ def job(owner: str, kind: JobKind, utterance: int = 0, channel: int = 0) -> Deco
 
 
 def test_finals_go_first_oldest_first_and_alone():
-    s = BatchScheduler(max_batch_size=3)
+    s = scheduler(max_batch_size=3)
     p1, f1, p2, f2, f3, f4 = (
         job("a", JobKind.PARTIAL, 1),
         job("b", JobKind.FINAL, 0),
@@ -35,7 +48,7 @@ def test_finals_go_first_oldest_first_and_alone():
 
 
 def test_a_newer_partial_replaces_the_queued_one_in_place():
-    s = BatchScheduler(max_batch_size=8)
+    s = scheduler(max_batch_size=8)
     old, other, new = job("a", JobKind.PARTIAL, 1), job("b", JobKind.PARTIAL, 1), job("a", JobKind.PARTIAL, 1)
     s.add(old)
     s.add(other)
@@ -45,7 +58,7 @@ def test_a_newer_partial_replaces_the_queued_one_in_place():
 
 
 def test_a_final_drops_its_utterances_queued_partial():
-    s = BatchScheduler()
+    s = scheduler()
     partial, final = job("a", JobKind.PARTIAL, 3), job("a", JobKind.FINAL, 3)
     s.add(partial)
     assert s.add(final) == [partial]
@@ -53,7 +66,7 @@ def test_a_final_drops_its_utterances_queued_partial():
 
 
 def test_cancel_drops_only_that_owners_work():
-    s = BatchScheduler()
+    s = scheduler()
     mine = [job("a", JobKind.FINAL, 0), job("a", JobKind.PARTIAL, 1), job("a", JobKind.OFFLINE)]
     theirs = job("b", JobKind.FINAL, 0)
     for j in [*mine, theirs]:
@@ -64,7 +77,7 @@ def test_cancel_drops_only_that_owners_work():
 
 
 def test_uploads_get_a_share_of_every_batch_and_never_starve_streams():
-    s = BatchScheduler(max_batch_size=8, offline_share=0.25)
+    s = scheduler(max_batch_size=8, offline_share=0.25)
     uploads = [job("upload", JobKind.OFFLINE) for _ in range(100)]
     for u in uploads:
         s.add(u)
@@ -85,7 +98,7 @@ def test_uploads_get_a_share_of_every_batch_and_never_starve_streams():
 
 
 def test_a_long_upload_chunk_and_partials_take_turns_under_the_audio_budget():
-    s = BatchScheduler(max_batch_size=16, max_batch_audio_s=12.0)
+    s = scheduler(max_batch_size=16, max_batch_audio_s=12.0)
     chunks = [long_job("upload", JobKind.OFFLINE, 25.0) for _ in range(3)]  # each alone is over the budget
     for c in chunks:
         s.add(c)
@@ -99,7 +112,7 @@ def test_a_long_upload_chunk_and_partials_take_turns_under_the_audio_budget():
 
 
 def test_stats_report_batches_and_owners():
-    s = BatchScheduler(max_batch_size=4)
+    s = scheduler(max_batch_size=4)
     for owner in "abc":
         s.add(job(owner, JobKind.FINAL))
     s.next_batch()
@@ -113,9 +126,9 @@ def test_stats_report_batches_and_owners():
 
 def test_a_partial_needs_a_key_and_batch_size_is_positive():
     with pytest.raises(ValueError):
-        BatchScheduler(max_batch_size=0)
+        scheduler(max_batch_size=0)
     with pytest.raises(ValueError):
-        BatchScheduler().add(DecodeJob("a", JobKind.PARTIAL, AUDIO, DecodeOptions()))
+        scheduler().add(DecodeJob("a", JobKind.PARTIAL, AUDIO, DecodeOptions()))
 
 
 def long_job(owner: str, kind: JobKind, seconds: float, utterance: int = 0) -> DecodeJob:
@@ -124,7 +137,7 @@ def long_job(owner: str, kind: JobKind, seconds: float, utterance: int = 0) -> D
 
 
 def test_audio_budget_caps_partials_but_never_finals():
-    s = BatchScheduler(max_batch_size=16, max_batch_audio_s=20.0)
+    s = scheduler(max_batch_size=16, max_batch_audio_s=20.0)
     finals = [long_job(f"f{i}", JobKind.FINAL, 9.0) for i in range(3)]  # 30 s with margins: over the cap
     partials = [long_job(f"p{i}", JobKind.PARTIAL, 4.0) for i in range(5)]
     for j in finals + partials:
@@ -136,9 +149,17 @@ def test_audio_budget_caps_partials_but_never_finals():
     assert len(s.next_batch()) == 1  # an item over the cap alone still runs
 
 
+def test_the_audio_budget_counts_the_window_margin_the_backend_adds():
+    s = scheduler(max_batch_size=16, max_batch_audio_s=20.0, window_margin_s=2.0)
+    partials = [long_job(f"p{i}", JobKind.PARTIAL, 4.0) for i in range(5)]
+    for j in partials:
+        s.add(j)
+    assert s.next_batch() == partials[:3]  # 3 x (4 + 2) s = 18 s; a fourth would make 24 s
+
+
 def test_put_back_requeues_ahead_of_newcomers_and_drops_replaced_partials():
     # the engine hands back the calls of a batch it did not run once a final is queued (rule 5)
-    s = BatchScheduler(max_batch_size=8)
+    s = scheduler(max_batch_size=8)
     a, b, upload = job("a", JobKind.PARTIAL), job("b", JobKind.PARTIAL), job("u", JobKind.OFFLINE)
     for j in (a, b, upload):
         s.add(j)
@@ -170,7 +191,7 @@ def test_put_back_requeues_ahead_of_newcomers_and_drops_replaced_partials():
 def test_a_queued_speculative_final_is_dropped_once_its_utterance_moves_on():
     """The session asks for a final at every pause long enough to end the utterance; one still queued when a
     newer job of the same utterance arrives is moot."""
-    s = BatchScheduler(max_batch_size=8)
+    s = scheduler(max_batch_size=8)
     first_pause, other = job("a", JobKind.FINAL, 3), job("b", JobKind.FINAL, 3)
     s.add(first_pause)
     s.add(other)
@@ -183,3 +204,28 @@ def test_a_queued_speculative_final_is_dropped_once_its_utterance_moves_on():
     assert s.add(job("a", JobKind.FINAL, 4)) == []  # the next utterance leaves it alone
     assert s.next_batch()[:2] == [other, real_end]
     assert s.stats().superseded_partials == 3
+
+
+def test_a_connection_with_many_channels_takes_no_more_than_its_share_while_others_wait():
+    s = scheduler(max_batch_size=4)
+    heavy = [job("heavy", JobKind.FINAL, utterance=0, channel=c) for c in range(6)]
+    light = [job("light", JobKind.FINAL), job("other", JobKind.FINAL)]
+    for j in heavy + light:
+        s.add(j)
+    assert s.next_batch() == [heavy[0], heavy[1], *light]  # queue order, two each
+    assert s.next_batch() == heavy[2:]
+    for c in range(6):
+        s.add(job("heavy", JobKind.PARTIAL, utterance=1, channel=c))
+    s.add(job("light", JobKind.PARTIAL, utterance=1))
+    assert [j.owner for j in s.next_batch()] == ["heavy", "light", "heavy", "heavy"]
+    assert [j.owner for j in s.next_batch()] == ["heavy"] * 3  # alone, it takes what there is
+
+
+def test_follow_up_work_goes_to_the_front_of_its_queue():
+    s = scheduler(max_batch_size=1)
+    first, repair = job("a", JobKind.FINAL), job("b", JobKind.FINAL, utterance=1)
+    s.add(first)
+    s.add_first(repair)
+    assert s.next_batch() == [repair] and s.next_batch() == [first]
+    with pytest.raises(ValueError):
+        s.add_first(job("c", JobKind.PARTIAL))
