@@ -3,13 +3,16 @@ and the official ``openai`` client: the detected language in ``verbose_json``, h
 
 from __future__ import annotations
 
+import re
+
 import httpx
+import openai
 import pytest
 
 from stream_server.transport.formats import LANGUAGE_NAMES
 
 from ..conftest import ServerHandle
-from .conftest import Clip, error_rate, needs_extra, non_english_clips
+from .conftest import Clip, clip, error_rate, needs_extra, non_english_clips
 
 # The client marks ``audio.translations`` deprecated (OpenAI's own models); the endpoint is what is tested.
 pytestmark = [needs_extra, pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")]
@@ -48,3 +51,39 @@ def test_each_recording_through_the_upload_path(base_server: ServerHandle, recor
     error = error_rate(recording.language, recording.text, body["text"])
     print(f"upload {recording.name}: {error:.3f} {body['text']!r}")
     assert error <= UPLOAD_ERROR[recording.name] + MARGIN, body["text"]
+
+
+@pytest.fixture(scope="module")
+def client(base_server: ServerHandle) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_server.base_url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["mls_spanish", "u0016003"])
+def test_openai_client_translates_into_english(client: openai.OpenAI, name: str) -> None:
+    from .test_streams import TRANSLATION_SHARE, TRANSLATIONS, content_share
+
+    recording = clip(name)
+    with recording.path.open("rb") as f:
+        translation = client.audio.translations.create(model="base", file=f, response_format="verbose_json")
+    assert translation.language == LANGUAGE_NAMES[recording.language]  # the detected source language
+    _, keys = TRANSLATIONS[recording.name]
+    assert content_share(translation.text, keys) >= TRANSLATION_SHARE[recording.name], translation.text
+    assert not re.search("[åäöñáéíóú]", translation.text.lower()), translation.text
+    with recording.path.open("rb") as f:
+        plain = client.audio.translations.create(model="base", file=f)
+    assert plain.text == translation.text
+
+
+def test_openai_client_language_lock_and_hints(client: openai.OpenAI) -> None:
+    recording = clip("u0016003")  # Swedish
+    with recording.path.open("rb") as f:
+        locked = client.audio.transcriptions.create(model="base", file=f, language="sv", response_format="verbose_json")
+    assert locked.language == "swedish" and error_rate("sv", recording.text, locked.text) <= 0.154 + MARGIN
+    with recording.path.open("rb") as f:
+        hinted = client.audio.transcriptions.create(
+            model="base", file=f, response_format="verbose_json", extra_body={"languages": "en,de"}
+        )
+    assert hinted.language in ("english", "german")
+    with recording.path.open("rb") as f, pytest.raises(openai.BadRequestError) as refused:
+        client.audio.transcriptions.create(model="base", file=f, extra_body={"languages": "en,klingon"})
+    assert refused.value.status_code == 400 and "languages" in str(refused.value.body)
