@@ -264,9 +264,11 @@ class WhisperBackend:
     ) -> list[DecodeResult]:
         sampling = temperature > 0
         longest_s = max(len(item.job.audio) for item in items) / 16000
-        # CTranslate2 (4.8.5) stops Whisper at max_length // 2 new tokens, the prompt not counted (Whisper's
-        # sample_len = n_text_ctx // 2); measured: max_length 20 -> 10 tokens, 132 -> 66, whatever the prompt.
-        max_length = 2 * int(TOKENS_BASE + TOKENS_PER_SECOND * longest_s)
+        # CTranslate2 (4.8.5) generates at most min(max_length // 2, max_length - prompt) tokens (Whisper's
+        # sample_len = n_text_ctx // 2, and the prompt counts); measured with prompts of 2-131 tokens. Without a
+        # long prompt, prompt + budget alone would halve the budget (a 14.85 s Spanish final cut at 66 tokens).
+        budget = int(TOKENS_BASE + TOKENS_PER_SECOND * longest_s)
+        max_length = max(max(len(item.prompt) for item in items) + budget, 2 * budget)
         outputs = self.model.generate(
             encoder_output,
             [item.prompt for item in items],
