@@ -68,7 +68,9 @@ class Settings(BaseSettings):
         description="CTranslate2 intra-op threads; 0 = one fewer than the cores, at least 1 (the event loop keeps one)",
     )
     late_final_beam_size: int = Field(1, description="beam size for stream finals that waited for the model")
-    upload_beam_size: int = Field(5, description="beam size for HTTP uploads (see docs/decisions.md#upload-beam)")
+    upload_beam_size: int = Field(
+        5, description="beam size for HTTP uploads (measured on 4 long files: WER 9.4% -> 8.2%, 40% slower)"
+    )
     partial_beam_size: int = Field(1, description="beam size for partials (greedy by default)")
     final_context_s: float = Field(
         10.0,
