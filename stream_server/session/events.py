@@ -12,7 +12,7 @@ from ..decode.types import DecodeJob, Word
 class DecodePurpose(enum.Enum):
     PARTIAL = "partial"
     FINAL = "final"
-    # a final decoded ahead of the end (see ``machine.py``): it becomes the final if the pause ends the utterance
+    # a final decoded ahead of the end (see ``finals.py``): it becomes the final if the pause ends the utterance
     SPECULATIVE = "speculative"
 
 

@@ -62,9 +62,8 @@ class RollingPrompt:
 
     def _as_sentence(self, text: str) -> str:
         """A final as Whisper's previous-text context: capitalised after a sentence end, and ended with a full
-        stop where it stops on a word. A short fragment often decodes bare ("Section 5"), and Whisper follows its
-        prompt's style: after bare text the next fragments come out bare too. Measured over 32 excerpts of
-        ../shared/audio (session and backend without a network): WER 9.40% -> 9.29%, no excerpt worse."""
+        stop where it stops on a word, because Whisper follows its prompt's style and a short fragment often
+        decodes bare ("Section 5"). See docs/decisions.md#prompt-as-sentences."""
         if not text:
             return text
         if not self._entries or self._entries[-1].text[-1] in ".!?":  # entries are never empty (``commit``)

@@ -95,9 +95,9 @@ class VadSegmenter:
         endpointing = config.endpointing_ms
         self._end_frames = None if endpointing is None else max(1, -(-endpointing // FRAME_MS))
         self._soft_end_frames = max(1, -(-config.soft_endpointing_ms // FRAME_MS))
-        self._soft_max_samples = (
-            (int(config.soft_max_utterance_s * SAMPLE_RATE) or None) if endpointing is not None else None
-        )
+        # no pause ends an utterance without endpointing, not even the shorter one past the soft limit
+        soft_max = int(config.soft_max_utterance_s * SAMPLE_RATE) if endpointing is not None else 0
+        self._soft_max_samples = soft_max or None
         capacity = int((config.max_utterance_s + 2.0) * SAMPLE_RATE) + 2 * self._preroll + FRAME_SAMPLES
         self._buf = np.zeros(capacity, dtype=np.float32)
         self._buf_start = 0  # absolute index of _buf[0]

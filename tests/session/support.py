@@ -9,6 +9,7 @@ import numpy as np
 
 from stream_server.config import Settings
 from stream_server.decode.types import DecodeJob, DecodeResult
+from stream_server.session.events import DecodeRequested, Final
 from stream_server.session.machine import StreamingSession
 from stream_server.session.params import StreamParams
 from stream_server.session.policy import SessionPolicy
@@ -64,3 +65,33 @@ def result_for(job: DecodeJob, text: str, **overrides: Any) -> DecodeResult:
     )
     fields.update(overrides)
     return DecodeResult(**fields)
+
+
+def requests(events, final: bool | None = None) -> list[DecodeRequested]:
+    """Decode requests; ``final=True``: final decodes, speculative ones included (audio fed in one piece ends
+    its utterances before any pause is long enough to speculate on)."""
+    return [
+        e
+        for e in events
+        if isinstance(e, DecodeRequested) and (final is None or (e.is_final or e.speculative) == final)
+    ]
+
+
+def resolve_in_turn(session: StreamingSession, events) -> tuple[list[DecodeRequested], list[Final]]:
+    """Answer final decodes as the session asks for them (one at a time per channel: the next is asked for once
+    the one before it is in); returns the requests and the finals, in order."""
+    asked, finals = [], [e for e in events if isinstance(e, Final)]
+    pending = requests(events, final=True)
+    while pending:
+        req = pending.pop(0)
+        asked.append(req)
+        out = session.receive_decode_result(req, result_for(req.job, f"text {req.utterance_id}"))
+        pending += requests(out, final=True)
+        finals += [e for e in out if isinstance(e, Final)]
+    return asked, finals
+
+
+def feed(session: StreamingSession, audio: np.ndarray, chunk_s: float = 0.05) -> list:
+    """Stream ``audio`` in real-time-sized chunks, as a live client does."""
+    step = int(chunk_s * RATE)
+    return [e for i in range(0, len(audio), step) for e in session.receive_audio(pcm(audio[i : i + step]))]

@@ -7,33 +7,8 @@ import pytest
 
 from stream_server.decode.types import JobKind
 from stream_server.errors import ProtocolError
-from stream_server.session.events import DecodeError, DecodeRequested, Final, Partial, SpeechStarted
-from stream_server.session.machine import StreamingSession
-from tests.session.support import RATE, make, pcm, quiet, result_for, tone
-
-
-def requests(events, final: bool | None = None) -> list[DecodeRequested]:
-    """Decode requests; ``final=True``: final decodes, speculative ones included (audio fed in one piece ends
-    its utterances before any pause is long enough to speculate on)."""
-    return [
-        e
-        for e in events
-        if isinstance(e, DecodeRequested) and (final is None or (e.is_final or e.speculative) == final)
-    ]
-
-
-def resolve_in_turn(session: StreamingSession, events) -> tuple[list[DecodeRequested], list[Final]]:
-    """Answer final decodes as the session asks for them (one at a time per channel: the next is asked for once
-    the one before it is in); returns the requests and the finals, in order."""
-    asked, finals = [], [e for e in events if isinstance(e, Final)]
-    pending = requests(events, final=True)
-    while pending:
-        req = pending.pop(0)
-        asked.append(req)
-        out = session.receive_decode_result(req, result_for(req.job, f"text {req.utterance_id}"))
-        pending += requests(out, final=True)
-        finals += [e for e in out if isinstance(e, Final)]
-    return asked, finals
+from stream_server.session.events import DecodeError, DecodeRequested, Final, Partial, SpeechEnded, SpeechStarted
+from tests.session.support import RATE, feed, make, pcm, quiet, requests, resolve_in_turn, result_for, tone
 
 
 def test_two_utterances_are_cut_and_finalized_in_order():
@@ -217,124 +192,147 @@ def test_backlog_counts_audio_awaiting_finals():
     assert session.backlog_seconds == pytest.approx(second.job.duration_s)
 
 
-def feed(session: StreamingSession, audio: np.ndarray, chunk_s: float = 0.05) -> list:
-    """Stream ``audio`` in real-time-sized chunks, as a live client does."""
-    step = int(chunk_s * RATE)
-    return [e for i in range(0, len(audio), step) for e in session.receive_audio(pcm(audio[i : i + step]))]
+# --- per-channel feeds, clear, finalize of one channel, mixdown, commit-only streams, end reasons, languages
 
 
-def test_a_final_is_decoded_during_the_pause_that_ends_its_utterance():
+def of(kind, events):
+    return [e for e in events if isinstance(e, kind)]
+
+
+def finals_asked(events) -> list[DecodeRequested]:
+    return [e for e in of(DecodeRequested, events) if e.awaits_final]
+
+
+def answer(session, request: DecodeRequested, text: str, language: str = "en") -> list:
+    return session.receive_decode_result(request, result_for(request.job, text, language=language))
+
+
+def test_each_channel_can_be_fed_on_its_own_in_any_chunking():
+    session = make(interim_results=False, channels=2)
+    data = pcm(np.concatenate([tone(1.0), quiet(1.0)]))
+    events = [e for i in range(0, len(data), 301) for e in session.receive_channel_audio(1, data[i : i + 301])]
+    assert [(e.channel, e.utterance_id) for e in of(SpeechStarted, events)] == [(1, 0)]
+    (request,) = finals_asked(events)
+    assert request.channel == 1 and request.job.own_s == pytest.approx(1.0 + 0.3, abs=0.05)  # speech and tail
+    assert session.receive_channel_audio(0, pcm(quiet(0.5))) == []  # the other channel heard only silence
+    assert session.audio_seconds == pytest.approx(2.0)
+    with pytest.raises(ProtocolError):
+        session.receive_channel_audio(2, b"\0\0")
+
+
+def test_a_mixed_down_stream_is_one_channel_of_the_average():
+    same = np.stack([tone(1.0), tone(1.0)], axis=1).reshape(-1)
+    session = make(interim_results=False, channels=2, mixdown=True)
+    events = session.receive_audio(pcm(np.concatenate([same, np.zeros(2 * RATE, np.float32)])))
+    (request,) = finals_asked(events)
+    assert request.channel == 0
+    np.testing.assert_allclose(request.job.audio[: RATE // 2], pcm_round(tone(1.0))[: RATE // 2], atol=1e-6)
+    opposite = np.stack([tone(1.0), -tone(1.0)], axis=1).reshape(-1)  # cancels out: silence
+    assert of(SpeechStarted, make(channels=2, mixdown=True).receive_audio(pcm(opposite))) == []
+    with pytest.raises(ProtocolError):
+        session.receive_channel_audio(0, b"\0\0")
+
+
+def pcm_round(audio: np.ndarray) -> np.ndarray:
+    return np.frombuffer(pcm(audio), dtype="<i2").astype(np.float32) / 32768
+
+
+def test_finalize_of_one_channel_leaves_the_others_open():
+    session = make(interim_results=False, channels=2)
+    session.receive_audio(pcm(np.stack([tone(1.0), tone(1.0)], axis=1).reshape(-1)))
+    events = session.finalize(1)
+    assert [(e.channel, e.reason) for e in of(SpeechEnded, events)] == [(1, "finalize")]
+    assert [r.channel for r in finals_asked(events)] == [1]
+    assert session.pending_finals == 1  # channel 0's utterance is still open
+    assert [r.channel for r in finals_asked(session.finalize())] == [0]
+
+
+def test_without_endpointing_pauses_end_nothing_and_finalize_commits():
+    session = make(interim_results=False, endpointing_ms=None)
+    events = session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(2.0), tone(1.0), quiet(1.0)])))
+    assert len(of(SpeechStarted, events)) == 1 and of(SpeechEnded, events) == []
+    assert of(DecodeRequested, events) == []  # no speculative finals either
+    events = session.finalize()
+    (ended,) = of(SpeechEnded, events)
+    assert ended.reason == "finalize" and ended.end == pytest.approx(4.0, abs=0.06)
+    (request,) = finals_asked(events)
+    assert request.job.own_s == pytest.approx(5.0)  # everything up to the commit, pauses included
+    (final,) = of(Final, answer(session, request, "one two"))
+    assert final.reason == "finalize"
+
+
+@pytest.mark.parametrize("reason", ["endpoint", "finalize", "close", "max_length"])
+def test_speech_ended_comes_before_the_final_and_both_say_why(reason):
+    session = make(interim_results=False, max_utterance_s=3.0)
+    audio = {"endpoint": np.concatenate([tone(1.0), quiet(1.0)]), "max_length": tone(3.5)}.get(reason, tone(1.0))
+    events = session.receive_audio(pcm(audio))
+    if reason == "finalize":
+        events = session.finalize()
+    elif reason == "close":
+        events = session.close()
+    ended = of(SpeechEnded, events)[0]
+    request = finals_asked(events)[0]
+    assert events.index(ended) < events.index(request)
+    assert (ended.utterance_id, ended.reason) == (0, reason)
+    (final,) = of(Final, answer(session, request, "text"))
+    assert (final.utterance_id, final.reason, final.end) == (0, reason, ended.end)
+
+
+def test_clear_discards_the_open_utterance_but_not_the_finals_asked_for():
     session = make(interim_results=False)
-    events = feed(session, np.concatenate([tone(1.0), quiet(0.4)]))
-    (spec,) = requests(events)
-    assert spec.speculative and not spec.is_final and spec.job.kind is JobKind.FINAL
-    assert 1.0 + 0.3 <= spec.job.duration_s <= 1.0 + 0.3 + 0.06  # speech plus the tail: the final's audio
-    assert session.receive_decode_result(spec, result_for(spec.job, "one")) == []  # not over yet
-    events = feed(session, quiet(0.3))
-    assert requests(events) == []  # no second decode: the speculative one is the final
-    (final,) = [e for e in events if isinstance(e, Final)]
-    assert final.text == "one" and final.end == pytest.approx(1.0, abs=0.06)
-    assert session.pending_finals == 0
-
-
-def test_a_speculative_final_still_running_at_the_end_is_delivered_when_back():
-    session = make(interim_results=False)
-    (spec,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.7)])))
+    events = session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(1.0), tone(1.0)])))
+    (first,) = finals_asked(events)
     assert session.pending_finals == 1
-    (final,) = session.receive_decode_result(spec, result_for(spec.job, "one"))
-    assert isinstance(final, Final) and final.text == "one"
+    session.clear()
+    assert session.pending_finals == 1  # utterance 0 still awaits its final; utterance 1 is gone
+    assert finals_asked(session.receive_audio(pcm(quiet(1.0)))) == []
+    assert [f.utterance_id for f in of(Final, answer(session, first, "one"))] == [0]
+    events = session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(1.0)])))
+    assert [e.utterance_id for e in of(SpeechStarted, events)] == [2]
+    (second,) = finals_asked(events)
+    assert second.job.prompt_text == "One."
+    (final,) = of(Final, answer(session, second, "three"))
+    assert final.utterance_id == 2 and session.pending_finals == 0
 
 
-def test_speech_after_the_pause_makes_the_speculation_moot():
-    session = make(interim_results=False)
-    (first,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.4)])))
-    (second,) = requests(feed(session, np.concatenate([tone(0.8), quiet(0.4)])))
-    assert second.speculative and second.job.duration_s > first.job.duration_s + 1.0  # the whole utterance
-    assert session.receive_decode_result(first, result_for(first.job, "half")) == []  # ignored
-    events = feed(session, quiet(0.3))
-    assert requests(events) == [] and not [e for e in events if isinstance(e, Final)]
-    (final,) = session.receive_decode_result(second, result_for(second.job, "whole"))
-    assert final.text == "whole"
-
-
-def test_a_final_waits_for_the_one_before_it_and_carries_its_text():
-    """However late the previous final comes back (a busy server), the next is decoded with its text: nothing
-    is speculated or asked for while it is out."""
-    session = make(interim_results=False)
-    (zero,) = requests(feed(session, np.concatenate([tone(1.0), quiet(0.7)])))
-    assert requests(feed(session, np.concatenate([tone(1.0), quiet(0.7)]))) == []
-    assert session.pending_finals == 2
-    out = session.receive_decode_result(zero, result_for(zero.job, "Hello there."))
-    (one,) = requests(out)
-    assert one.is_final and one.job.prompt_text == "Hello there."
-    (final,) = session.receive_decode_result(one, result_for(one.job, "General Kenobi."))
-    assert final.text == "General Kenobi." and session.pending_finals == 0
-
-
-# --- acoustic context (final_context_s)
-
-
-def test_a_final_hears_the_utterance_before_it_and_is_given_its_text():
+def test_after_clear_no_context_reaches_into_the_discarded_audio():
     session = make(interim_results=False, final_context_s=10.0)
-    audio = np.concatenate([tone(1.0), quiet(0.8), tone(1.2, amplitude=0.25), quiet(1.0)])
-    events = feed(session, audio)
-    first = next(r for r in requests(events) if r.speculative)
-    assert first.job.context_samples == 0 and first.job.context_text == ""  # nothing before it
-    out = session.receive_decode_result(first, result_for(first.job, "one"))
-    assert [e.text for e in out if isinstance(e, Final)] == ["one"]
-    (second,) = requests(out) or requests(feed(session, quiet(0.1)))
-    job = second.job
-    # the second's audio starts where the first final's did (its pre-roll included) and the first's text,
-    # as a sentence, is forced as the start of the transcript instead of sitting in the prompt
-    assert job.context_text == "One." and job.prompt_text == ""
-    assert job.context_samples == pytest.approx(1.5 * RATE, abs=0.06 * RATE)  # speech at 1.8 s, pre-roll 0.3 s
-    sent = np.frombuffer(pcm(audio), dtype="<i2").astype(np.float32) / 32768  # what the session received
-    np.testing.assert_array_equal(job.audio, sent[: len(job.audio)])  # context and utterance: the stream itself
-    assert job.own_s == pytest.approx(1.2 + 0.3 + 0.3, abs=0.07)  # pre-roll, speech, tail
-    (final,) = session.receive_decode_result(second, result_for(job, "two"))
-    assert final.text == "two"
+    (first,) = finals_asked(session.receive_audio(pcm(np.concatenate([tone(1.0), quiet(1.0)]))))
+    answer(session, first, "one")
+    session.receive_audio(pcm(tone(1.0)))
+    session.clear()
+    (second,) = finals_asked(session.receive_audio(pcm(np.concatenate([quiet(0.5), tone(1.0), quiet(1.0)]))))
+    assert second.job.context_samples == 0 and second.job.prompt_text == "One."
 
 
-def test_the_context_reaches_back_as_far_as_allowed_and_leaves_older_text_in_the_prompt():
-    session = make(interim_results=False, final_context_s=4.5)
-    chunk = np.concatenate([tone(1.0), quiet(1.0)])
-    texts = ["alpha", "beta", "gamma"]
-    for text in texts:
-        (req,) = [r for r in requests(feed(session, chunk)) if r.is_final or r.speculative][-1:]
-        session.receive_decode_result(req, result_for(req.job, text))
-    (last,) = [r for r in requests(feed(session, chunk)) if r.speculative][-1:]
-    # the finals' audio started at 0, 1.7 and 3.7 s (speech 0.3 s later: the pre-roll), this one's at 5.7 s:
-    # 4.5 s back reaches "beta" but not "alpha", which stays in the prompt
-    assert last.job.context_text == "Beta. Gamma."
-    assert last.job.prompt_text == "Alpha."
-    assert last.job.context_samples / RATE == pytest.approx(4.0, abs=0.1)
-
-
-def test_no_context_after_a_final_that_looks_hallucinated():
+def test_a_change_of_language_resets_the_prompt_and_the_context():
     session = make(interim_results=False, final_context_s=10.0)
-    chunk = np.concatenate([tone(1.0), quiet(1.0)])
-    (first,) = [r for r in requests(feed(session, chunk)) if r.speculative]
-    session.receive_decode_result(first, result_for(first.job, "la la la la", compression_ratio=3.1))
-    (second,) = [r for r in requests(feed(session, chunk)) if r.speculative]
-    assert second.job.context_samples == 0 and second.job.context_text == "" and second.job.prompt_text == ""
+    chunk = pcm(np.concatenate([tone(1.0), quiet(1.0)]))
+    (first,) = finals_asked(session.receive_audio(chunk))
+    answer(session, first, "hello there", language="en")
+    (second,) = finals_asked(session.receive_audio(chunk))
+    assert second.job.context_text == "Hello there."  # same language so far: the context carries it
+    answer(session, second, "bonjour", language="fr")
+    (third,) = finals_asked(session.receive_audio(chunk))
+    assert (third.job.context_text, third.job.prompt_text) == ("Bonjour.", "")  # nothing English carried
+    answer(session, third, "merci", language="fr")
+    (fourth,) = finals_asked(session.receive_audio(chunk))
+    assert fourth.job.context_text == "Bonjour. Merci."
 
 
-def test_without_context_a_job_is_its_own_audio_with_the_whole_prompt():
-    session = make(interim_results=False, final_context_s=10.0)
-    chunk = np.concatenate([tone(1.0), quiet(1.0)])
-    (first,) = [r for r in requests(feed(session, chunk)) if r.speculative]
-    session.receive_decode_result(first, result_for(first.job, "alpha"))
-    (second,) = [r for r in requests(feed(session, chunk)) if r.speculative]
-    plain = second.job.without_context()
-    assert plain.job_id == second.job.job_id and plain.context_samples == 0 and plain.context_text == ""
-    assert plain.prompt_text == "Alpha." and len(plain.audio) == len(second.job.own_audio)
-    np.testing.assert_array_equal(plain.audio, second.job.own_audio)
+def test_the_languages_hint_reaches_every_decode():
+    session = make(languages=("en", "fr"))
+    events = feed(session, chunk_s=0.1, audio=np.concatenate([tone(2.0), quiet(1.0)]))
+    assert {r.job.options.languages for r in of(DecodeRequested, events)} == {("en", "fr")}
+    assert len({r.purpose for r in of(DecodeRequested, events)}) == 2  # partials and the (speculative) final
 
 
-def test_no_context_when_final_context_s_is_zero():
-    session = make(interim_results=False, final_context_s=0.0)
-    chunk = np.concatenate([tone(1.0), quiet(1.0)])
-    (first,) = [r for r in requests(feed(session, chunk)) if r.speculative]
-    session.receive_decode_result(first, result_for(first.job, "alpha"))
-    (second,) = [r for r in requests(feed(session, chunk)) if r.speculative]
-    assert second.job.context_samples == 0 and second.job.prompt_text == "Alpha."
+def test_abandoned_requests_a_partial_is_forgotten_a_final_is_delivered_empty():
+    session = make()
+    events = feed(session, chunk_s=0.1, audio=tone(2.0)) + session.finalize()
+    partial = next(r for r in of(DecodeRequested, events) if not r.awaits_final)
+    (final,) = finals_asked(events)
+    assert session.abandon(partial) == []
+    out = session.abandon(final)
+    assert [type(e) for e in out] == [DecodeError, Final] and out[1].text == ""
+    assert session.abandon(final) == []  # answered already
