@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from .app import create_app
 from .config import Settings
 from .logs import configure_logging
+from .models import ModelError
 from .transport.services import services
 
 log = logging.getLogger("stream_server")
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_cli(argv)
     log_config = configure_logging(settings.log_level, settings.log_format)
     log.info("settings: %s", settings.describe())
+    try:
+        settings.resolved_model_path()  # joins and verifies --model base before anything starts
+    except ModelError as error:
+        sys.exit(f"stream-server: {error}")
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -20,6 +20,7 @@ from .decode.final_policy import FinalPolicyConfig
 from .decode.loader import BackendConfig, default_compute_type
 from .decode.scheduler import SchedulerConfig
 from .decode.types import SAMPLE_RATE
+from .models import resolve_model
 from .session.params import StreamParams
 from .session.policy import SessionPolicy
 
@@ -55,7 +56,10 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = Field("plain", description="log line format")
 
     # --- model
-    model: str = Field("embedded", description="'embedded' (tiny.en), a CTranslate2 Whisper dir or a size name")
+    model: str = Field(
+        "embedded",
+        description="'embedded' (tiny.en), 'base' (multilingual: the extra), a CTranslate2 Whisper dir or a size name",
+    )
     model_id: str = Field("", description="id reported to clients; default: derived from --model")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = Field("default", description="int8 on CPU, float16 on CUDA when 'default'")
@@ -175,14 +179,10 @@ class Settings(BaseSettings):
         )
 
     def resolved_model_path(self) -> str:
-        return embedded_model_path() if self.model == "embedded" else self.model
+        return resolve_model(self.model).path
 
     def resolved_model_id(self) -> str:
-        if self.model_id:
-            return self.model_id
-        if self.model == "embedded":
-            return "tiny.en"
-        return Path(self.model).name if os.path.isdir(self.model) else self.model
+        return self.model_id or resolve_model(self.model).model_id
 
     def resolved_compute_type(self, device: str) -> str:
         return default_compute_type(device) if self.compute_type == "default" else self.compute_type

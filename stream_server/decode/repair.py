@@ -1,9 +1,12 @@
 """Repair: the follow-up work a decoded final or upload chunk may still need, as steps the engine runs as model
 calls of their own (timed, pre-emptible by a waiting final, in its metrics), never hidden inside a batch.
 
-A ``Repair`` walks one job through three stages; ``plan()`` returns the next step (or None: done) and
+A ``Repair`` walks one job through these stages; ``plan()`` returns the next step (or None: done) and
 ``merge(outcome)`` joins the step's outcome into ``result``:
 
+0. Language (any kind of job): a job whose rolling prompt or context is text of another language than the one
+   detected is decoded again on its own audio in the detected language (``language.py``); that result, repaired
+   like any other, is the job's.
 1. Retry without the rolling prompt: a final or upload chunk that decoded to no text, though Whisper did not
    call it silence, while it carried a rolling prompt, is decoded once more without it (a loop in the prompt
    can silence the next finals; see docs/decisions.md#retry-without-prompt). ``Redecode``; kept if it has text.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .backend import AlignedWord, AlignRequest, DecodeBackend
+from .language import carries_other_language, on_its_own
 from .repeats import word_key
 from .types import SAMPLE_RATE, DecodeJob, DecodeResult, JobKind, Word
 
@@ -50,6 +54,7 @@ Step = Redecode | AlignRequest
 
 
 class _Stage(enum.Enum):
+    LANGUAGE = enum.auto()
     RETRY = enum.auto()
     CONTINUE = enum.auto()
     REST = enum.auto()
@@ -63,7 +68,7 @@ class Repair:
     def __init__(self, job: DecodeJob, result: DecodeResult) -> None:
         self.job = job
         self.result = result
-        self._stage = _Stage.RETRY if job.kind is not JobKind.PARTIAL else _Stage.WORDS
+        self._stage = _Stage.LANGUAGE
         self._waiting: Step | None = None  # the step whose outcome ``merge`` expects
         self._rest: DecodeJob | None = None  # the audio after an early stop, to decode next
 
@@ -73,10 +78,15 @@ class Repair:
         job, result = self.job, self.result
         step: Step | None = None
         while step is None and self._stage is not _Stage.DONE:
-            if self._stage is _Stage.RETRY:
+            if self._stage is _Stage.LANGUAGE:
+                self._stage = _Stage.RETRY if job.kind is not JobKind.PARTIAL else _Stage.WORDS
+                if carries_other_language(job, result.language):
+                    step = Redecode(on_its_own(job, result.language))
+                    self._stage = _Stage.DONE  # the redecode is repaired as a job of its own
+            elif self._stage is _Stage.RETRY:
                 self._stage = _Stage.CONTINUE
                 if not result.text and job.prompt_text.strip() and not result.looks_silent(job.options):
-                    step = Redecode(_derived_job(job, job.own_audio, ""))
+                    step = Redecode(_derived_job(job, job.own_audio, "", result.language))
             elif self._stage is _Stage.CONTINUE:
                 self._stage = _Stage.WORDS
                 if _short_for_its_audio(job, self.result):
@@ -96,7 +106,10 @@ class Repair:
         """Join the outcome of the step ``plan`` returned (a ``Redecode``'s result, an ``Align``'s words)."""
         step, self._waiting = self._waiting, None
         if isinstance(step, Redecode) and isinstance(outcome, DecodeResult):
-            if self._stage is _Stage.CONTINUE:  # the retry
+            if self._stage is _Stage.DONE:  # in the language detected, on its own
+                probability = self.result.language_probability
+                self.result = replace(outcome, job_id=self.job.job_id, language_probability=probability)
+            elif self._stage is _Stage.CONTINUE:  # the retry
                 if outcome.text:
                     log.debug("empty decode retried without the rolling prompt: %r", outcome.text)
                     self.result = replace(outcome, job_id=self.job.job_id, window_s=self.result.window_s)
@@ -120,7 +133,7 @@ class Repair:
         if last_end < 1.0 or job.own_s - last_end < EARLY_STOP_MIN_REST_S:
             return
         prompt = f"{job.prompt_text} {job.context_text} {self.result.text}"
-        rest = _derived_job(job, job.own_audio[int(last_end * SAMPLE_RATE) :], prompt)
+        rest = _derived_job(job, job.own_audio[int(last_end * SAMPLE_RATE) :], prompt, self.result.language)
         self._stage = _Stage.REST
         self._rest = rest
 
@@ -166,13 +179,14 @@ def _words(alignment: list[AlignedWord]) -> tuple[Word, ...]:
     )
 
 
-def _derived_job(job: DecodeJob, audio: np.ndarray, prompt_text: str) -> DecodeJob:
-    """A second decode on behalf of ``job`` (its kind, owner and options; words are aligned afterwards)."""
+def _derived_job(job: DecodeJob, audio: np.ndarray, prompt_text: str, language: str) -> DecodeJob:
+    """A second decode on behalf of ``job`` (its kind, owner and options, in the language it was decoded in;
+    words are aligned afterwards)."""
     return DecodeJob(
         owner=job.owner,
         kind=job.kind,
         audio=audio,
-        options=replace(job.options, word_timestamps=False),
+        options=replace(job.options, word_timestamps=False, language=language),
         prompt_text=prompt_text,
     )
 

@@ -71,6 +71,7 @@ class DecodeJob:
     audio: np.ndarray
     options: DecodeOptions
     prompt_text: str = ""  # previous text of this stream (rolling prompt)
+    prompt_language: str | None = None  # the language of ``prompt_text`` and ``context_text`` (None: unknown)
     stream_key: tuple[str, int, int] | None = None  # (owner, channel, utterance_id)
     enqueued_at: float = 0.0  # time.monotonic() when submitted
     job_id: int = field(default_factory=lambda: next(_job_ids))

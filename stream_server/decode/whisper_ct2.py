@@ -30,6 +30,7 @@ from faster_whisper.transcribe import get_compression_ratio, merge_punctuations
 
 from .backend import AlignedWord, AlignRequest
 from .batching import FRAMES_PER_SECOND, WindowPolicy, cut_prompt, group
+from .language import detect_each, locked_language, needs_detection
 from .repeats import drop_repeats
 from .types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult
 
@@ -145,7 +146,7 @@ class WhisperBackend:
     # --- internals
 
     def _text_tokenizer(self) -> Tokenizer:
-        return self.tokenizer("transcribe", None if self.is_multilingual else "en")
+        return self.tokenizer("transcribe", "en")  # (faster-whisper refuses language None)
 
     @staticmethod
     def _prefix(tokenizer: Tokenizer, job: DecodeJob) -> list[int]:
@@ -158,6 +159,8 @@ class WhisperBackend:
         both; this guards other callers)."""
         if not job.context_samples:
             return job
+        if self.is_multilingual and needs_detection(job):
+            return job.without_context()  # earlier speech would sway the detection (language.py)
         tokens = len(self._text_tokenizer().encode(" " + job.context_text.strip()))
         if tokens > MAX_CONTEXT_TOKENS or not self.window.fits(job) or not job.context_text.strip():
             return job.without_context()
@@ -240,22 +243,17 @@ class WhisperBackend:
     def _languages(
         self, jobs: list[DecodeJob], encoder_output: ctranslate2.StorageView
     ) -> list[tuple[str | None, float]]:
-        """Each job's language and its probability: the one it names (1.0), else the most likely of the
-        model's scores, among ``options.languages`` where that is set."""
+        """Each job's language and its probability: the one it names (1.0), else detected on the encoder output
+        (``language.py``), among ``options.languages`` where that is set."""
         if not self.is_multilingual:
             return [("en", 1.0)] * len(jobs)
-        if all(j.options.language for j in jobs):
-            return [(j.options.language, 1.0) for j in jobs]
-        detected = self.model.detect_language(encoder_output)
-        out: list[tuple[str | None, float]] = []
-        for job, scores in zip(jobs, detected):
-            if job.options.language:
-                out.append((job.options.language, 1.0))
-                continue
-            ranked = [(token[2:-2], float(p)) for token, p in scores]  # '<|de|>' -> 'de'
-            hinted = [(code, p) for code, p in ranked if code in job.options.languages]
-            out.append((hinted or ranked)[0])
-        return out
+        locked = [locked_language(j) for j in jobs]
+        if all(locked):
+            return [(language, 1.0) for language in locked]
+        known = set(self.languages)  # hints are validated upstream; an unknown one must not fail the batch
+        hints = [[code for code in j.options.languages if code in known] or None for j in jobs]
+        detected = detect_each(self.model, encoder_output, hints)
+        return [(language, 1.0) if language else found for language, found in zip(locked, detected)]
 
     def _generate(
         self,
@@ -266,8 +264,11 @@ class WhisperBackend:
     ) -> list[DecodeResult]:
         sampling = temperature > 0
         longest_s = max(len(item.job.audio) for item in items) / 16000
-        # CTranslate2's max_length counts the prompt too.
-        max_length = max(len(item.prompt) for item in items) + int(TOKENS_BASE + TOKENS_PER_SECOND * longest_s)
+        # CTranslate2 (4.8.5) generates at most min(max_length // 2, max_length - prompt) tokens (Whisper's
+        # sample_len = n_text_ctx // 2, and the prompt counts); measured with prompts of 2-131 tokens. Without a
+        # long prompt, prompt + budget alone would halve the budget (a 14.85 s Spanish final cut at 66 tokens).
+        budget = int(TOKENS_BASE + TOKENS_PER_SECOND * longest_s)
+        max_length = max(max(len(item.prompt) for item in items) + budget, 2 * budget)
         outputs = self.model.generate(
             encoder_output,
             [item.prompt for item in items],

@@ -190,6 +190,7 @@ class Channel:
             audio=self.segmenter.utterance_audio(),
             options=self.partial_options,
             prompt_text=self.prompt.text(),
+            prompt_language=self.last_language,
             stream_key=(self.session_id, self.index, utt.utterance_id),
         )
         return [DecodeRequested(job, self.index, utt.utterance_id, DecodePurpose.PARTIAL, utt.partial_requests)]
@@ -201,7 +202,11 @@ class Channel:
         utt.partial_shown = request.sequence
         stable, shown = utt.agreement.update(result.text)
         start, end = utt.speech_sample / SAMPLE_RATE, utt.start_sample / SAMPLE_RATE + request.job.duration_s
-        return [Partial(self.index, utt.utterance_id, start, end, shown, stable)]
+        return [
+            Partial(
+                self.index, utt.utterance_id, start, end, shown, stable, result.language, result.language_probability
+            )
+        ]
 
     def on_final(self, request: DecodeRequested, result: DecodeResult | None, error: str | None) -> list[SessionEvent]:
         return self.finals.on_final(request, result, error)
@@ -220,19 +225,21 @@ class Channel:
         words: tuple[Word, ...] | None = None
         if result is None:
             events.append(DecodeError(self.index, utt.utterance_id, error or "decode failed"))
-            text, language = "", self.params.language or ""
+            text, language, probability = "", self.params.language or "", 0.0
         else:
-            text, language = result.text, result.language
-            if self.last_language is not None and language != self.last_language:
+            text, language, probability = result.text, result.language, result.language_probability
+            if text and self.last_language is not None and language != self.last_language:
                 self.prompt.clear()  # no text of one language is carried into another, as prompt or context
-            self.last_language = language
-            self.prompt.commit(
-                text, end, suspicious=result.looks_hallucinated(self.partial_options), start_s=audio_start
-            )
+            if text:  # (an empty final's language is a guess on noise)
+                self.last_language = self.finals.prompt_language = language
+            suspicious = result.looks_hallucinated(self.finals.options)
+            self.prompt.commit(text, end, suspicious=suspicious, start_s=audio_start)
             if self.params.word_timestamps:
                 words = tuple(
                     Word(w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability)
                     for w in result.words
                 )
-        events.append(Final(self.index, utt.utterance_id, start, end, text, language, words, utt.end_reason))
+        events.append(
+            Final(self.index, utt.utterance_id, start, end, text, language, words, utt.end_reason, probability)
+        )
         return events

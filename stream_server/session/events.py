@@ -70,6 +70,8 @@ class Partial:
     end: float
     text: str
     stable_text: str
+    language: str = ""  # as detected on this partial's audio (or locked)
+    language_probability: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Final:
     language: str
     words: tuple[Word, ...] | None  # stream-time words when word timestamps were asked for, else None
     reason: EndReason = "endpoint"
+    probability: float = 1.0  # of ``language``: the detector's (1.0 when locked or the model's only language)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class FinalQueue:
         self.options = options  # a final that did not wait: full effort
         self.late_options = late_options  # a final that waited (None: ``options``)
         self._deliver = deliver
+        self.prompt_language: str | None = None  # of the rolling prompt's text (the channel sets it)
         self.in_flight: Utterance | None = None
         self._in_flight_job: int | None = None
         self._in_flight_audio_s = 0.0
@@ -135,6 +136,7 @@ class FinalQueue:
             options=self.options,
             late_options=self.late_options,
             prompt_text=context.prompt,
+            prompt_language=self.prompt_language,
             stream_key=(self.session_id, self.channel, utt.utterance_id),
             context_samples=start - context.context_start,
             context_text=context.context_text,

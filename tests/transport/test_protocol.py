@@ -74,6 +74,8 @@ def test_events_render_as_protocol_messages():
         "end": 2.5,
         "text": "hi there",
         "language": "en",
+        "language_probability": 1.0,
+        "reason": "endpoint",
         "words": [{"word": "hi", "start": 0.1, "end": 0.3, "probability": 0.9}],
     }
     partial = event_message(Partial(0, 0, 0.0, 1.0, "hi", "hi"), "en")

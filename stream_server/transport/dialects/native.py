@@ -40,6 +40,7 @@ KNOWN_PARAMS = frozenset(
         "encoding",
         "channels",
         "language",
+        "languages",
         "task",
         "prompt",
         "interim_results",
@@ -120,7 +121,10 @@ def parse_params(
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt")
     if not known_language:
-        raise InvalidParameter("language must be an ISO-639-1 code such as 'en'", param="language")
+        raise InvalidParameter(
+            f"language: unknown language {raw_language!r}; use ISO-639-1 codes such as 'en'", param="language"
+        )
+    languages = _languages(params.get("languages", ""))
     parsed = dataclasses.replace(
         defaults,
         sample_rate=sample_rate,
@@ -128,6 +132,7 @@ def parse_params(
         channels=channels,
         mixdown=False,
         language=language,
+        languages=languages,
         task=task,  # type: ignore[arg-type]
         prompt=prompt,
         interim_results=interim_results,
@@ -135,6 +140,24 @@ def parse_params(
         endpointing_ms=endpointing_ms,
     )
     return validate_params(parsed, multilingual)
+
+
+def _languages(raw: str) -> tuple[str, ...]:
+    """``languages=es,en``: the codes detection may choose among, each by the one language rule."""
+    codes: list[str] = []
+    for value in (part.strip() for part in raw.split(",")):
+        if not value:
+            continue
+        try:
+            code = language_code(value)
+        except ValueError:
+            code = None
+        if code is None:
+            raise InvalidParameter(
+                f"languages: unknown language {value!r}; use ISO-639-1 codes such as 'en'", param="languages"
+            )
+        codes.append(code)
+    return tuple(dict.fromkeys(codes))
 
 
 def _r(t: float) -> float:
@@ -163,6 +186,8 @@ def event_message(event: SessionEvent, default_language: str) -> Message | None:
             "end": _r(event.end),
             "text": event.text,
             "stable_text": event.stable_text,
+            "language": event.language or default_language,
+            "language_probability": round(event.language_probability, 4),
         }
     if isinstance(event, Final):
         message: Message = {
@@ -173,6 +198,8 @@ def event_message(event: SessionEvent, default_language: str) -> Message | None:
             "end": _r(event.end),
             "text": event.text,
             "language": event.language or default_language,
+            "language_probability": round(event.probability, 4),
+            "reason": event.reason,
         }
         if event.words is not None:
             message["words"] = [

@@ -27,6 +27,7 @@ class UploadRequest:
     response_format: ResponseFormat
     temperature: float
     language: str | None
+    languages: tuple[str, ...]  # our extension: detection limited to these codes (comma-separated field)
     granularities: tuple[TimestampGranularity, ...]
     stream: bool
 
@@ -40,13 +41,18 @@ def _text_field(form: FormData, name: str) -> str | None:
     return value.strip()
 
 
-def _parse_language(value: str | None) -> str | None:
+def _parse_language(value: str | None, param: str = "language") -> str | None:
     try:
         return language_code(value)
     except ValueError:
         raise InvalidParameter(
-            f"Unsupported language '{value}': use an ISO-639-1 code such as 'en'.", param="language"
+            f"Unsupported language '{value}': use an ISO-639-1 code such as 'en'.", param=param
         ) from None
+
+
+def _parse_languages(value: str | None) -> tuple[str, ...]:
+    codes = (_parse_language(part.strip(), "languages") for part in (value or "").split(","))
+    return tuple(dict.fromkeys(code for code in codes if code))
 
 
 def _parse_temperature(value: str | None) -> float:
@@ -103,6 +109,7 @@ def parse_upload_form(form: FormData, model_id: str, max_upload_bytes: int) -> U
         response_format=cast(ResponseFormat, response_format),
         temperature=_parse_temperature(_text_field(form, "temperature")),
         language=_parse_language(_text_field(form, "language")),
+        languages=_parse_languages(_text_field(form, "languages")),
         granularities=tuple(dict.fromkeys(granularities)) or ("segment",),
         stream=stream in ("true", "1"),
     )

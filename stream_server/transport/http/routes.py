@@ -24,7 +24,7 @@ from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect
 
 from ...decode.types import Task
-from ...errors import ModelNotFound, StreamServerError
+from ...errors import InvalidParameter, ModelNotFound, StreamServerError
 from ...media import decode_audio
 from ...offline import DecodeEngine as OfflineEngine
 from ...offline import Transcript, transcribe_file, transcribe_segments, upload_decode_options
@@ -109,6 +109,10 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         multilingual = engine.is_multilingual
         task = resolve_task(endpoint_task, upload.language, multilingual=multilingual, model_id=engine.model_id)
         language = upload.language or (None if multilingual else "en")
+        if not multilingual and set(upload.languages) - {"en"}:
+            raise InvalidParameter(
+                "languages needs a multilingual model; the served one is English-only.", param="languages"
+            )
         audio = await asyncio.to_thread(
             decode_audio,
             upload.file.file,
@@ -135,6 +139,7 @@ async def _handle_upload(request: Request, endpoint_task: Task) -> Response:
         prompt=upload.prompt,
         word_timestamps=want_words,
     )
+    options = dataclasses.replace(options, languages=upload.languages)
     split = functools.partial(
         split_utterances,
         max_utterance_s=settings.max_utterance_s,
