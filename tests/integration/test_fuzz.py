@@ -29,7 +29,7 @@ import websockets
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from stream_server.transport.protocol import KNOWN_PARAMS
+from stream_server.transport.dialects.native import KNOWN_PARAMS
 
 from ..conftest import RawWebsocket, ServerHandle, read_until_closed, server_status, start_server, wait_until
 from ..helpers import StreamResult, silence, stream_audio, synthesize, to_pcm16, wer

@@ -8,7 +8,7 @@ import re
 import httpx
 import openai
 import pytest
-from stream_server.transport.formats import LANGUAGE_NAMES
+from stream_server.transport.languages import LANGUAGE_NAMES
 
 from ..conftest import ServerHandle
 from .conftest import Clip, clip, error_rate, needs_extra, non_english_clips
