@@ -79,8 +79,10 @@ def capacity(
     return lo, [levels[k] for k in sorted(levels)]
 
 
-def validate(record: dict[str, Any], service: ServiceModel, policy: Policy, seeds: int) -> dict[str, Any]:
-    """Simulate the recorded run's levels (read-aloud excerpts, all clients starting together) and compare p95."""
+def validate(name: str, service: ServiceModel, policy: Policy, seeds: int) -> dict[str, Any]:
+    """Simulate the levels of the recorded run ``results/<name>.json`` (read-aloud excerpts, all clients starting
+    together) and compare p95 final latency per level and the capacity."""
+    record = json.loads((RESULTS / f"{name}.json").read_text())
     ours = record["systems"]["ours"]
     excerpt_s = float(record["plan"]["excerpt_s"])
     rows = []
@@ -97,7 +99,7 @@ def validate(record: dict[str, Any], service: ServiceModel, policy: Policy, seed
     sim_cap = max(sim_ok, default=0)
     apart = abs(levels.index(sim_cap) - levels.index(real_cap)) if sim_cap in levels and real_cap in levels else None
     return {
-        "record": record.get("date_utc"),
+        "record": f"benchmarks/results/{name}.json ({record.get('date_utc')})",
         "cpu_threads": record.get("decode_core", {}).get("cpu_threads"),
         "machine": record.get("machine", {}).get("gpu") or record.get("machine", {}).get("cpu"),
         "levels": rows,
@@ -118,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     cpu_record = json.loads((RESULTS / "stream_cpu_quick.json").read_text())
     gpu_record = json.loads((RESULTS / "stream_cuda_quick.json").read_text())
-    gpu_threads1 = json.loads((RESULTS / "stream_cuda_quick_threads1.json").read_text())
     idle = next(
         r["ms_per_utterance"]
         for r in cpu_record["decode_core"]["rows"]
@@ -141,9 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         "service_models": {"cpu tiny.en": cpu.as_dict(), **{f"gpu {m}": s.as_dict() for m, s in gpus.items()}},
     }
     out["validation"] = {
-        "cpu": validate(cpu_record, cpu, CPU_POLICY, max(seeds, 3)),
-        "gpu": validate(gpu_record, gpus["tiny.en"], GPU_POLICY, max(seeds, 3)),
-        "gpu_threads1": validate(gpu_threads1, gpus["tiny.en"], GPU_POLICY, max(seeds, 3)),
+        "cpu": validate("stream_cpu_quick", cpu, CPU_POLICY, max(seeds, 3)),
+        "gpu": validate("stream_cuda_quick", gpus["tiny.en"], GPU_POLICY, max(seeds, 3)),
+        "gpu_threads1": validate("stream_cuda_quick_threads1", gpus["tiny.en"], GPU_POLICY, max(seeds, 3)),
     }
     for name, v in out["validation"].items():
         print(f"[capacity] validation {name} against the run of {v['record']}:")

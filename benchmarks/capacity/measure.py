@@ -108,16 +108,57 @@ def measure(
     }
 
 
+def paired_beam_ratio(
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8), windows: tuple[int, ...] = (6, 14), repeats: int = 3
+) -> dict[str, Any]:
+    """Beam 5 over greedy for finals, per batch size: the two searches alternate on the same audio so that the
+    load of a shared machine hits both alike (the grid's cells, measured minutes apart, do not compare)."""
+    from stream_server.config import embedded_model_path
+    from stream_server.decode.types import FALLBACK_TEMPERATURES, DecodeJob, DecodeOptions, JobKind
+    from stream_server.decode.whisper_ct2 import WhisperBackend
+
+    pool = np.concatenate([u[1].astype(np.float32) / 32768.0 for u in load_short_utterances(GROUP)])
+    backend = WhisperBackend(embedded_model_path(), "bench", device="cpu", compute_type="int8", cpu_threads=1)
+    searches = {
+        1: DecodeOptions(language="en", temperatures=FALLBACK_TEMPERATURES),
+        5: DecodeOptions(language="en", beam_size=5, temperatures=FALLBACK_TEMPERATURES),
+    }
+    ratios: dict[str, list[float]] = {}
+    for size in batch_sizes:
+        for window in windows:
+            clips = [_speech(window - backend.window.margin_s, i + 3, pool) for i in range(size)]
+            best = {1: float("inf"), 5: float("inf")}
+            for _ in range(repeats):
+                for beam, options in searches.items():
+                    jobs = [DecodeJob("bench", JobKind.FINAL, clip, options) for clip in clips]
+                    t0 = time.perf_counter()
+                    backend.decode_batch(jobs)
+                    best[beam] = min(best[beam], time.perf_counter() - t0)
+            ratios.setdefault(str(size), []).append(best[5] / best[1])
+            print(f"[capacity.measure] paired b{size:2d} w{window:2d}: beam 5 / greedy {best[5] / best[1]:.2f}")
+    return {str(k): round(statistics.fmean(v), 3) for k, v in ratios.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch sizes 1, 4, 16; windows 4, 10, 30; 2 repeats")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/capacity_service_cpu.json")
+    parser.add_argument("--paired-only", action="store_true", help="add the beam 5 / greedy ratios to --out")
     args = parser.parse_args(argv)
+    if args.paired_only:
+        with open(args.out) as fh:
+            result = json.load(fh)
+        result["beam5_over_greedy"] = paired_beam_ratio()
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
+            fh.write("\n")
+        return
     if args.quick:
         result = measure(2, (1, 4, 16), (4, 10, 30))
     else:
         result = measure(args.repeats, BATCH_SIZES, WINDOWS_S, partial_out=args.out + ".rows.jsonl")
+    result["beam5_over_greedy"] = paired_beam_ratio()
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)
         fh.write("\n")
