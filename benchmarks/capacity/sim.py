@@ -83,6 +83,7 @@ class _Utterance:
     final_job: int = 0
     partials: list[float] = field(default_factory=list)  # when each partial result came back
     delivered: bool = False
+    cut: bool = False  # ended by the end of its stream, not by a pause
 
 
 @dataclass
@@ -101,12 +102,19 @@ class Simulation:
         self.window = WindowPolicy()
 
     def run(
-        self, workload: Workload, streams: int, duration_s: float = 60.0, warmup_s: float = 10.0, seed: int = 1
+        self,
+        workload: Workload,
+        streams: int,
+        duration_s: float = 60.0,
+        warmup_s: float = 10.0,
+        seed: int = 1,
+        count_cut: bool = False,
     ) -> Result:
-        """Simulate ``streams`` streams for ``duration_s`` seconds of speech each (stream starts staggered over
-        the first turn); statistics cover finals whose speech ended after ``warmup_s``."""
+        """Simulate ``streams`` streams for ``duration_s`` seconds each (starts staggered over the first turn);
+        statistics cover finals whose speech ended after ``warmup_s``, and the finals of utterances that the
+        end of a stream cut only with ``count_cut`` (all streams end together: a burst no steady state has)."""
         rng = random.Random(seed)
-        run = _Run(self, warmup_s)
+        run = _Run(self, warmup_s, count_cut)
         for i in range(streams):
             lead = rng.uniform(0.0, workload.turn_pause_s[1] + 1.0) if streams > 1 else 0.1
             run.add_stream(_Stream(i, workload.voiced_runs(rng, lead + duration_s, lead)))
@@ -114,8 +122,8 @@ class Simulation:
 
 
 class _Run:
-    def __init__(self, sim: Simulation, warmup_s: float) -> None:
-        self.sim, self.p, self.warmup = sim, sim.policy, warmup_s
+    def __init__(self, sim: Simulation, warmup_s: float, count_cut: bool) -> None:
+        self.sim, self.p, self.warmup, self.count_cut = sim, sim.policy, warmup_s, count_cut
         self.sched = BatchScheduler(self.p.max_batch_size, max_batch_audio_s=self.p.max_batch_audio_s)
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
@@ -163,6 +171,7 @@ class _Run:
             if pause >= limit:
                 utt.last_voiced, utt.end_at = b, b + limit
                 utt.final_s = b - utt.start + min(p.tail_s, limit)
+                utt.cut = k + 1 == len(s.runs)
                 self.at(utt.end_at, "end", (s, utt))
                 utt = None
 
@@ -235,7 +244,7 @@ class _Run:
     def deliver_final(self, utt: _Utterance, t: float) -> None:
         self.open_finals.pop(utt.final_job, None)
         utt.delivered = True
-        if utt.last_voiced >= self.warmup:
+        if utt.last_voiced >= self.warmup and (self.count_cut or not utt.cut):
             self.latencies.append(t - utt.last_voiced)
         s = self.streams[utt.stream]
         s.final_starts.append(utt.start)
@@ -331,7 +340,11 @@ class _Run:
         owed = [
             u
             for u in self.utterances
-            if u.end_at and u.end_at <= self.now and u.last_voiced >= self.warmup and not u.delivered
+            if u.end_at
+            and u.end_at <= self.now
+            and u.last_voiced >= self.warmup
+            and not u.delivered
+            and (self.count_cut or not u.cut)
         ]
         lat = np.array(self.latencies + [self.now - u.last_voiced for u in owed])
         gaps = [b - a for u in self.utterances for a, b in zip(u.partials, u.partials[1:])]

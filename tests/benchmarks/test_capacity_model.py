@@ -19,7 +19,7 @@ STEADY = Workload("steady", (3.0, 3.0), (2.0, 2.0), (3.0, 3.0), (0.0, 0.0))
 
 
 def test_one_stream_latency_is_endpointing_plus_service() -> None:
-    result = Simulation(constant(0.1), QUIET).run(STEADY, 1, 30.0, warmup_s=0.0)
+    result = Simulation(constant(0.1), QUIET).run(STEADY, 1, 30.0, warmup_s=0.0, count_cut=True)
     assert result.finals == 6
     assert result.final_latency_p50_s == pytest.approx(0.6)
     assert result.final_latency_p95_s == pytest.approx(0.6)
@@ -53,6 +53,12 @@ def test_finals_go_before_partials() -> None:
     assert result.partial_interval_p50_s > 1.0  # asked every 0.5 s, delivered far less often
     assert result.final_latency_p95_s < 0.5 + 0.2 * 4
     assert result.unfinished_finals == 0
+
+
+def test_finals_cut_by_the_end_of_streams_count_only_when_asked() -> None:
+    """Streams that all end together end their last utterances together: a burst of finals no steady state has."""
+    steady = Simulation(constant(0.1), QUIET).run(STEADY, 1, 30.0, warmup_s=0.0)
+    assert steady.finals == 5
 
 
 def test_batching_raises_capacity() -> None:
