@@ -60,6 +60,7 @@ class Result:
     final_latency_p95_s: float
     partial_interval_p50_s: float  # achieved time between partial results of an utterance
     partials_delivered_per_voiced_s: float
+    partials_delivered: int
     utilisation: float  # share of simulated time the model was busy
     unfinished_finals: int  # still owed when the simulation ended (counted at their age then)
 
@@ -357,6 +358,7 @@ class _Run:
             final_latency_p95_s=float(np.percentile(lat, 95)) if len(lat) else float("nan"),
             partial_interval_p50_s=float(np.median(gaps)) if gaps else float("nan"),
             partials_delivered_per_voiced_s=n_partials / max(self.voiced_s, 1e-9),
+            partials_delivered=n_partials,
             utilisation=min(1.0, self.busy_s / span),
             unfinished_finals=len(owed),
         )
