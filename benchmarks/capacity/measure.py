@@ -1,12 +1,12 @@
 """Service times of one model call on this machine: the real ``WhisperBackend`` over a grid of batch sizes and
 encoder windows, for partials (greedy) and finals (greedy, beam 5). Feeds ``service.py``.
 
-Each item is real read speech (LibriSpeech group of ``../shared/audio``, concatenated and cut) of
-``window - margin`` seconds, so the backend's window rule gives exactly the window asked for and the decoder
-emits a realistic number of tokens. The machine is shared: each cell keeps the minimum and the median of its
-repeats; the model uses the minimum (the least-disturbed run).
+Each item is read speech (the LibriSpeech group of ``BENCH_AUDIO_DIR`` or ``../shared/audio``, else espeak-ng's),
+concatenated and cut to ``window - margin`` seconds, so the backend's window rule gives exactly the window asked
+for and the decoder emits a realistic number of tokens. The machine is shared: each cell keeps the minimum and
+the median of its repeats; the model uses the minimum (the least-disturbed run).
 
-    python -m benchmarks.capacity.measure [--quick] [--out benchmarks/results/capacity_service_cpu.json]
+    BENCH_AUDIO_DIR=/work/shared/audio python -m benchmarks.capacity.measure [--quick] [--out PATH]
 """
 
 from __future__ import annotations
@@ -36,6 +36,15 @@ def _speech(seconds: float, offset: int, pool: np.ndarray) -> np.ndarray:
     start = (offset * 37 * 16000) % max(1, len(pool) - n)
     out: np.ndarray = pool[start : start + n].copy()
     return out
+
+
+def audio_source() -> str:
+    from ..audio import default_audio_dir
+
+    where = default_audio_dir()
+    if (where / "manifest.jsonl").exists():
+        return f"{GROUP} from {where}"
+    return "espeak-ng synthesized (no manifest at BENCH_AUDIO_DIR or ../shared/audio)"
 
 
 def measure(
@@ -100,6 +109,7 @@ def measure(
         "model": "tiny.en (embedded, CTranslate2 int8)",
         "device": "cpu",
         "cpu_threads": 1,
+        "speech": audio_source(),
         "loadavg_1m": os.getloadavg()[0],
         "max_item_seconds": MAX_ITEM_SECONDS,
         "statistic": "min of repeats (shared machine: the least-disturbed run); median kept for reference",
@@ -143,9 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batch sizes 1, 4, 16; windows 4, 10, 30; 2 repeats")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default="benchmarks/results/capacity_service_cpu.json")
+    parser.add_argument("--out", default=None, help="default: results/capacity_service_cpu[_quick].json")
     parser.add_argument("--paired-only", action="store_true", help="add the beam 5 / greedy ratios to --out")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = f"benchmarks/results/capacity_service_cpu{'_quick' if args.quick else ''}.json"
     if args.paired_only:
         with open(args.out) as fh:
             result = json.load(fh)

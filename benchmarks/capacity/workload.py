@@ -39,11 +39,9 @@ class Workload:
         return [(a, b) for a, b in runs if b > a]
 
 
-# Call-center turns as the brief gives them (utterances 2-12 s, pauses 0.8-1.6 s); the breaths inside a turn are
-# an assumption (phrases of 1.5-4 s, pauses of 0.1-0.45 s: about one in three reaches the 0.3 s speculation tail).
+# Call-center turns; the breaths inside a turn are an assumption (see docs/scaling.md#workload).
 CALL_CENTER = Workload("call_center", (2.0, 12.0), (0.8, 1.6), (1.5, 4.0), (0.1, 0.45))
-# Read-aloud long recordings (the LibriSpeech chapters the stream benchmark plays): sentences of 3-9 s, pauses
-# of 0.4-0.9 s between them; calibrated to the recorded run's utterance rate (about one final per 6.5 s).
+# Read-aloud long recordings, the stream benchmark's audio: what the validation replays (docs/scaling.md#workload).
 READ_ALOUD = Workload("read_aloud", (3.0, 9.0), (0.4, 0.9), (1.5, 4.0), (0.1, 0.4))
 
 WORKLOADS = {w.name: w for w in (CALL_CENTER, READ_ALOUD)}

@@ -99,3 +99,16 @@ def test_recorded_result_has_the_documented_shape() -> None:
         assert entry["capacity_streams"] > 0
         assert set(entry["gpus"]) == {"1000", "10000"}
         assert entry["gpus"]["10000"] >= entry["gpus"]["1000"]
+
+
+def test_measure_times_the_real_backend_at_the_windows_asked_for() -> None:
+    """Each grid cell decodes speech cut so the backend's own window rule lands on the cell's window (real speech
+    from ``BENCH_AUDIO_DIR``, else espeak-ng's, as the benchmarks do)."""
+    from benchmarks.capacity.measure import measure
+
+    result = measure(1, (1, 2), (4, 8), log=lambda *_: None)
+    assert {(r["kind"], r["beam"]) for r in result["rows"]} == {("partial", 1), ("final", 1), ("final", 5)}
+    for row in result["rows"]:
+        assert row["windows_seen"] == [float(row["window_s"])]
+        assert row["min_s"] > 0
+        assert row["words"] > 0  # real speech, transcribed
