@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,13 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings, backend: DecodeBackend | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    backend: DecodeBackend | None = None,
+    decoder_factory: Callable[[], Awaitable[Any]] | None = None,
+) -> FastAPI:
+    """``backend``: a model backend to run in this process (default: load the configured model);
+    ``decoder_factory``: decode elsewhere instead (the cluster's ingress tier passes a ``RemoteDecoder``)."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -49,6 +55,18 @@ def create_app(settings: Settings, backend: DecodeBackend | None = None) -> Fast
         # went from 1.5 to 1.0 cores at 8 and 16 streams; on a 16-core GPU machine from 13.9 to 1.0 at 64
         # streams, and it held twice the streams (that run also held OpenMP to one thread; README, GPU results).
         blas_limit = threadpool_limits(1, user_api="blas")  # held: the limit lasts while the app runs
+        if decoder_factory is not None:
+            remote = await decoder_factory()
+            app.state.engine = remote
+            log.info("ready: model %s on the decoder tier", remote.model_id)
+            try:
+                yield
+            finally:
+                if not app.state.sessions.draining:
+                    await app.state.sessions.drain(settings.shutdown_grace_s)
+                await remote.stop()
+                blas_limit.restore_original_limits()
+            return
         model = backend
         if model is None:
             from .decode.whisper_ct2 import load_backend
