@@ -139,14 +139,17 @@ def create_app(
     @ops.get("/v1/status")
     async def status(request: Request) -> JSONResponse:
         engine: DecodeEngine = request.app.state.engine
-        return JSONResponse(
-            {
-                "model": engine.backend.model_id,
-                **request.app.state.sessions.snapshot(),
-                "scheduler": asdict(engine.stats()),
-                "engine_busy": engine.busy,
-            }
-        )
+        body: dict[str, Any] = {
+            "model": engine.backend.model_id,
+            **request.app.state.sessions.snapshot(),
+            "scheduler": asdict(engine.stats()),
+            "engine_busy": engine.busy,
+        }
+        loads = getattr(engine, "loads", None)
+        if loads is not None:  # the cluster's decoder tier: each replica's load, and the hop's cost
+            body["decoders"] = [asdict(load) for load in await loads()]
+            body["hop"] = engine.hop_summary()
+        return JSONResponse(body)
 
     @app.exception_handler(StreamServerError)
     async def on_stream_server_error(request: Request, exc: StreamServerError) -> Response:

@@ -138,6 +138,21 @@ class RemoteDecoder:
         self._handle.options(multiplexed_model_id=owner).cancel.remote(owner)
         return len(tasks)
 
+    def hop_summary(self) -> dict[str, float]:
+        """Jobs sent, mean audio bytes per job, failovers, and the hop's added time per job (p50/p95, ms)."""
+        hops = sorted(self.hop.hop_s)
+
+        def pick(q: float) -> float:
+            return round(1000 * hops[min(len(hops) - 1, int(q * len(hops)))], 2) if hops else 0.0
+
+        return {
+            "jobs": self.hop.jobs,
+            "bytes_per_job": round(self.hop.audio_bytes / self.hop.jobs) if self.hop.jobs else 0,
+            "failovers": self.hop.failovers,
+            "hop_ms_p50": pick(0.5),
+            "hop_ms_p95": pick(0.95),
+        }
+
     async def loads(self) -> list[DecoderLoad]:
         """Every decoder replica's load (``/v1/status``)."""
         loads: list[DecoderLoad] = await self._handle.broadcast("load").results_async()
