@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from .app import create_app
 from .config import Settings
 from .logs import configure_logging
+from .transport.services import services
 
 log = logging.getLogger("stream_server")
 
@@ -31,7 +32,7 @@ class DrainingServer(uvicorn.Server):
         started = time.monotonic()
         for server in self.servers:
             server.close()  # no new connections while the open sessions finish
-        registry = self.app.state.sessions
+        registry = services(self.app).registry
         log.info("draining %d open session(s), grace %g s", len(registry.sessions), self.grace_s)
         unfinished = await registry.drain(self.grace_s)
         if unfinished:

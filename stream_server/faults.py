@@ -7,7 +7,7 @@ field): a test picks which requests fail without touching the others' audio. Nev
 
 from __future__ import annotations
 
-from .decode.backend import DecodeBackend
+from .decode.backend import AlignedWord, AlignRequest, DecodeBackend
 from .decode.types import DecodeJob, DecodeResult
 
 
@@ -33,3 +33,9 @@ class FaultInjectingBackend:
         if any(self.marker in (job.options.initial_prompt or "") for job in jobs):
             raise InjectedFault(f"injected fault (a job's prompt holds {self.marker!r})")
         return self.inner.decode_batch(jobs)
+
+    def align(self, requests: list[AlignRequest]) -> list[list[AlignedWord]]:
+        return self.inner.align(requests)
+
+    def tokens_for(self, text: str) -> tuple[int, ...]:
+        return self.inner.tokens_for(text)

@@ -1,16 +1,17 @@
 """Prometheus metrics (prometheus-client), one registry per app so tests can run several servers.
 
 The transports and the engine call the ``on_*`` hooks; nothing here knows about sockets. Names (all listed in
-docs/README-operations.md):
+docs/operations.md):
 
 - ``stream_active_sessions`` (gauge), ``stream_audio_seconds_total``, ``stream_messages_sent_total{type}``
   (events written to sockets; a coalesced partial is never sent, so never counted),
   ``stream_partials_coalesced_total``, ``stream_final_latency_seconds`` (final decode job submitted ->
   final queued to its socket), ``stream_backpressure_total`` (times a session was throttled).
-- ``errors_total{transport,code}``: every error reported to a client, websocket or HTTP, by stable code.
+- ``errors_total{transport,code}``: every error reported to a client by stable code; ``transport`` is the
+  websocket dialect's name (``native``, ``deepgram``, ...) or ``http``.
 - ``decode_batch_size``, ``decode_queue_wait_seconds``, ``decode_batch_seconds``, ``decode_failed_batches_total``,
-  ``decode_queue_depth`` (gauge), ``decode_final_extras_total{outcome}`` (finals offered context and idle beam:
-  ``kept``, ``context_dropped`` while the server was busy, or ``dropped`` after waiting).
+  ``decode_queue_depth`` (gauge), ``decode_final_tier_total{tier}`` (how finals that had a choice were decoded:
+  ``full`` with context and final beam, ``no_context`` while the server was busy, ``late`` after waiting).
 - ``http_transcription_requests_total{endpoint,status}``.
 """
 
@@ -55,10 +56,10 @@ class Metrics:
         )
         self.failed_batches = Counter("decode_failed_batches_total", "Batches that raised", registry=r)
         self.queue_depth = Gauge("decode_queue_depth", "Decode jobs waiting for a batch", registry=r)
-        self.final_extras = Counter(
-            "decode_final_extras_total",
-            "Finals offered context and idle beam: kept, context_dropped (server busy), dropped (they had waited)",
-            ["outcome"],
+        self.final_tiers = Counter(
+            "decode_final_tier_total",
+            "How finals that had a choice were decoded: full, no_context (server busy), late (they had waited)",
+            ["tier"],
             registry=r,
         )
         self.final_latency = Histogram(
@@ -105,10 +106,5 @@ class Metrics:
             self.queue_wait.observe(wait)
         if report.failed:
             self.failed_batches.inc()
-        for outcome, count in (
-            ("kept", report.extras_kept),
-            ("context_dropped", report.extras_context_dropped),
-            ("dropped", report.extras_dropped),
-        ):
-            if count:
-                self.final_extras.labels(outcome).inc(count)
+        for tier, count in report.tiers.items():
+            self.final_tiers.labels(tier.value).inc(count)

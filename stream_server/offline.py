@@ -242,7 +242,7 @@ async def transcribe_segments(
                     progress.language = result.language
                     if language_found is not None:
                         language_found(result.language)
-                if result.looks_hallucinated or result.temperature > PROMPT_RESET_TEMPERATURE:
+                if result.looks_hallucinated(options) or result.temperature > PROMPT_RESET_TEMPERATURE:
                     progress.recent_texts.clear()
                 elif result.text.strip():
                     progress.recent_texts.append(result.text.strip())

@@ -19,20 +19,10 @@ from ray import serve
 
 from ..config import Settings
 from ..decode.engine import DecodeEngine, Superseded
-from ..decode.scheduler import BatchScheduler
 from ..errors import StreamServerError
 from .wire import DecoderInfo, DecoderLoad, WireJob, WireOutcome
 
 log = logging.getLogger(__name__)
-
-
-def build_engine(settings: Settings, backend: Any) -> DecodeEngine:
-    """The engine a process runs over ``backend`` (the single process and each decoder replica alike)."""
-    device = getattr(backend, "device", "cpu")
-    scheduler = BatchScheduler(settings.max_batch_size, max_batch_audio_s=settings.resolved_max_batch_audio_s(device))
-    return DecodeEngine(
-        backend, scheduler, settings.max_wait_ms, settings.max_queue, extras_max_load=settings.extras_max_load
-    )
 
 
 class DecoderReplica:
@@ -41,11 +31,11 @@ class DecoderReplica:
     def __init__(self, settings_json: str) -> None:
         from threadpoolctl import threadpool_limits
 
-        from ..decode.whisper_ct2 import load_backend
+        from ..decode.loader import load_backend
 
         self.settings = Settings.model_validate_json(settings_json)
         self._blas = threadpool_limits(1, user_api="blas")  # as in the single process: see docs/decisions.md
-        self.backend = load_backend(self.settings)
+        self.backend = load_backend(self.settings.backend_config())
         self.engine: DecodeEngine | None = None
         self._local_ids = itertools.count(1)
         self._owners: Counter[str] = Counter()  # owner -> jobs in flight here
@@ -53,6 +43,8 @@ class DecoderReplica:
 
     def _running_engine(self) -> DecodeEngine:
         if self.engine is None:  # the engine's loop task needs the replica's running event loop
+            from ..app import build_engine
+
             self.engine = build_engine(self.settings, self.backend)
             self.engine.start()
         return self.engine

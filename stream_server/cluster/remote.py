@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ray.exceptions import RayActorError
@@ -56,7 +56,6 @@ class RemoteDecoder:
         self._tasks: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._stopping = False
         self.hop = HopStats()
-        self.backend = self  # the fields the single-process engine exposed through its backend
 
     @classmethod
     async def connect(cls, handle: Any) -> RemoteDecoder:
@@ -154,9 +153,13 @@ class RemoteDecoder:
         }
 
     async def loads(self) -> list[DecoderLoad]:
-        """Every decoder replica's load (``/v1/status``)."""
+        """Every decoder replica's load."""
         loads: list[DecoderLoad] = await self._handle.broadcast("load").results_async()
         return loads
+
+    async def tier_status(self) -> dict[str, Any]:
+        """What ``/v1/status`` adds for a decoder tier: each replica's load and the hop's cost per job."""
+        return {"decoders": [asdict(load) for load in await self.loads()], "hop": self.hop_summary()}
 
     def stats(self) -> BatchStats:
         """What this ingress knows without asking the decoders: jobs in flight (the decoders' own figures come

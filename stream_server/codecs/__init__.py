@@ -28,6 +28,10 @@ class AudioDecoder(Protocol):
         """Frames still held at the end of the stream."""
         ...
 
+    def close(self) -> None:
+        """Release what the decoder holds (a container's thread) without waiting; idempotent."""
+        ...
+
 
 class _Pcm:
     """Interleaved little-endian PCM at a rate fixed by the handshake."""
@@ -48,8 +52,11 @@ class _Pcm:
     def flush(self) -> np.ndarray:
         return np.zeros((0, self._decoder.channels), np.float32)
 
+    def close(self) -> None:
+        pass
 
-ENCODINGS = ("pcm_s16le", "pcm_f32le")
+
+ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw", "webm", "ogg", "auto")
 
 
 def make_decoder(encoding: str, channels: int, sample_rate: int) -> AudioDecoder:
@@ -58,4 +65,12 @@ def make_decoder(encoding: str, channels: int, sample_rate: int) -> AudioDecoder
 
     if encoding in ("pcm_s16le", "pcm_f32le"):
         return _Pcm(encoding, channels, sample_rate)
+    if encoding in ("mulaw", "alaw"):
+        from .g711 import G711Decoder
+
+        return G711Decoder("mulaw" if encoding == "mulaw" else "alaw", channels, sample_rate)
+    if encoding in ("webm", "ogg", "auto"):
+        from .container import ContainerDecoder
+
+        return ContainerDecoder(encoding, channels)
     raise AudioFormatError(f"unsupported encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")

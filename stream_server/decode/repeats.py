@@ -1,11 +1,9 @@
 """Whisper's short repetition loops, cut to one copy. Pure text functions: no model, no tokenizer.
 
-Greedy Whisper sometimes repeats itself on short or unclear audio, and a short loop passes the
-compression-ratio test that catches long ones. Seen on ../shared/audio (tiny.en, streamed utterances):
-"as was frequently the case as was frequently the case as was frequently the case" for a 1.8 s fragment,
-"14 years 14 years ..." eight times, "quote quote ... quote" nine times, and a 2.8 s clip said twice over.
-Resampling at a higher temperature was tried for these and traded the repeat for misheard words ("foot
-while"); the first copy is the greedy text itself, so it is kept and the copies are dropped.
+Greedy Whisper sometimes repeats itself on short or unclear audio ("as was frequently the case" three times
+for a 1.8 s fragment), and a short loop passes the compression-ratio test that catches long ones. Resampling at
+a higher temperature traded the repeat for misheard words; the first copy is the greedy text itself, so it is
+kept and the copies are dropped (see docs/decisions.md#repetition-loops).
 
 Real speech repeats too ("no, no, no", "thank you, thank you"): a block of one word counts as a loop from
 ``MIN_COPIES_ONE_WORD`` copies, a longer block from ``MIN_COPIES`` copies, and two copies only when the

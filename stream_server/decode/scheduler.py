@@ -5,9 +5,7 @@ Rules, in order:
 1. Finals first, oldest first: each ends somebody's wait for the text of an utterance that is over.
 2. A batch with finals takes nothing else. A partial in the finals' model call (the backend makes one call per
    encoder window) makes that call longer; in a call before theirs, it makes them wait; after theirs, it gains
-   nothing over the next batch. Measured at 8 streams on 2 cores, before calls were delivered one by one: batches
-   with finals took 0.33 s on average when partials rode along (no partial longer than the longest final), 0.19 s
-   without; final latency p50 0.78-0.84 s -> 0.64-0.68 s.
+   nothing over the next batch (see docs/decisions.md#finals-alone).
 3. Batches without finals share between offline (HTTP upload) chunks and streaming partials: while both are
    queued, the two kinds take turns filling a batch first, and offline chunks get at least ``offline_share``
    of each batch. A one-hour upload therefore never starves live streams, and live streams never stall an
@@ -24,26 +22,50 @@ Rules, in order:
    at a time and, once a final is queued, hands the calls not yet run back with ``put_back`` (at the front of
    their queues, their waiting time kept; a partial replaced meanwhile counts as superseded).
 6. A batch's cost is bounded, not only its size: the encoder's work grows with the seconds of audio it sees, and
-   a final that arrives while a batch runs waits for that batch. ``max_batch_audio_s`` caps the audio (plus
-   window margin) of a batch of partials and uploads (its first item always runs), so a batch of many long
+   a final that arrives while a batch runs waits for that batch. ``max_batch_audio_s`` caps the audio (plus the
+   ``WindowPolicy``'s margin) of a batch of partials and uploads (its first item always runs), so a batch of many long
    partials cannot hold the next final back; the partials left out are superseded by fresher ones meanwhile,
    which is how partial cadence degrades gracefully under load. Finals are never held back by the cap.
+7. Follow-up work of a job that already ran (``repair.py``: a retry, the rest of an early stop) goes to the front
+   of its kind's queue (``add_first``): its caller has waited since the job was queued.
+8. Within a kind, owners take turns (a job each, in order of their oldest job): a connection with many channels
+   cannot fill a batch while other connections wait. With one job per owner this is queue order.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import zip_longest
 
+from .batching import WindowPolicy
+from .final_policy import QueueView
 from .types import BatchStats, DecodeJob, JobKind
+
+OFFLINE_SHARE = 0.25  # rule 3: the least share of a shared batch that upload chunks get
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Built by ``Settings.scheduler_config(device)``; ``max_wait_s`` and ``max_queue`` are the engine's."""
+
+    max_batch_size: int  # most items decoded in one model call
+    max_batch_audio_s: float  # rule 6's cap on partials and uploads (0: no cap)
+    max_wait_s: float  # extra wait to fill a batch when the model is idle
+    max_queue: int  # queued jobs beyond which ``submit`` refuses new work
+    window: WindowPolicy  # the backend's encoder windows: what an item costs
+    offline_share: float = OFFLINE_SHARE
 
 
 class BatchScheduler:
-    def __init__(self, max_batch_size: int = 16, offline_share: float = 0.25, max_batch_audio_s: float = 0.0) -> None:
-        if max_batch_size < 1:
+    def __init__(self, config: SchedulerConfig) -> None:
+        if config.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
-        self.max_batch_size = max_batch_size
-        self.max_batch_audio_s = max_batch_audio_s  # 0: no cap
-        self.offline_slots = max(1, int(max_batch_size * offline_share))
+        self.config = config
+        self.max_batch_size = config.max_batch_size
+        self.max_batch_audio_s = config.max_batch_audio_s
+        self.offline_slots = max(1, int(config.max_batch_size * config.offline_share))
         self._finals: deque[DecodeJob] = deque()
         self._partials: OrderedDict[tuple[str, int, int], DecodeJob] = OrderedDict()
         self._offline: deque[DecodeJob] = deque()
@@ -92,6 +114,19 @@ class BatchScheduler:
     def finals_waiting(self) -> bool:
         return bool(self._finals)
 
+    def view(self, batch_size: int) -> QueueView:
+        """The queue as the final policy sees it, for a batch of ``batch_size`` just taken."""
+        return QueueView(batch_size, self.finals_waiting, self.partials_waiting, self.max_batch_size)
+
+    def add_first(self, job: DecodeJob) -> None:
+        """Queue ``job`` ahead of its kind's queue: follow-up work (``repair.py``) of a job that already ran."""
+        if job.kind is JobKind.FINAL:
+            self._finals.appendleft(job)
+        elif job.kind is JobKind.OFFLINE:
+            self._offline.appendleft(job)
+        else:
+            raise ValueError("partials are not repaired")
+
     def put_back(self, jobs: list[DecodeJob]) -> list[DecodeJob]:
         """Requeue jobs of a batch that were not run, ahead of what came in meanwhile (rule 5); returns the
         partials that a newer partial or the final of their utterance replaced while they were out (dropped)."""
@@ -128,7 +163,9 @@ class BatchScheduler:
         """Remove and return the next batch (empty when nothing is queued)."""
         size = self.max_batch_size
         if self._finals:
-            batch = [self._finals.popleft() for _ in range(min(size, len(self._finals)))]
+            taken = {job.job_id for job in _round_robin(self._finals)[:size]}
+            batch = [job for job in self._finals if job.job_id in taken]  # in queue order
+            self._finals = deque(job for job in self._finals if job.job_id not in taken)
         else:
             batch = self._partials_and_uploads(size)
         if batch:
@@ -137,7 +174,7 @@ class BatchScheduler:
 
     def _partials_and_uploads(self, size: int) -> list[DecodeJob]:
         batch: list[DecodeJob] = []
-        budget = _Budget(self.max_batch_audio_s)
+        budget = _Budget(self.max_batch_audio_s, self.config.window)
         uploads_first = self._uploads_turn or not self._partials
         if self._partials and self._offline:
             self._uploads_turn = not self._uploads_turn
@@ -145,10 +182,11 @@ class BatchScheduler:
         if uploads_first:
             self._take_uploads(batch, budget, share)
         partials_up_to = size if uploads_first else size - share  # the uploads' share comes after them
-        for key, job in list(self._partials.items()):
+        for job in _round_robin(self._partials.values()):
             if len(batch) >= partials_up_to or not budget.admits(job):
                 break
-            batch.append(self._partials.pop(key))
+            assert job.stream_key is not None
+            batch.append(self._partials.pop(job.stream_key))
         self._take_uploads(batch, budget, size - len(batch))
         return batch
 
@@ -177,20 +215,29 @@ class BatchScheduler:
         )
 
 
-# Seconds of window margin the backend adds to each item (whisper_ct2.WindowPolicy.margin_s): part of its cost.
-WINDOW_MARGIN_S = 1.0
+def _round_robin(jobs: Iterable[DecodeJob]) -> list[DecodeJob]:
+    """``jobs`` one per owner in turn (owners in order of their first job, each owner's jobs in queue order), so
+    that an owner with many channels takes no more than its share of a batch while others wait (rule 8)."""
+    by_owner: dict[str, list[DecodeJob]] = {}
+    for job in jobs:
+        by_owner.setdefault(job.owner, []).append(job)
+    if len(by_owner) < 2:
+        return [job for owned in by_owner.values() for job in owned]
+    turns = zip_longest(*by_owner.values())
+    return [job for turn in turns for job in turn if job is not None]
 
 
 class _Budget:
     """Audio seconds still allowed in a batch; the first item is always admitted so work always progresses."""
 
-    def __init__(self, limit_s: float) -> None:
+    def __init__(self, limit_s: float, window: WindowPolicy) -> None:
         self.limit_s = limit_s
+        self.window = window
         self.used_s = 0.0
         self.empty = True
 
     def admits(self, job: DecodeJob) -> bool:
-        cost = job.duration_s + WINDOW_MARGIN_S
+        cost = self.window.cost_s(job)
         if self.limit_s > 0 and not self.empty and self.used_s + cost > self.limit_s:
             return False
         self.used_s += cost

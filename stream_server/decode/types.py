@@ -40,6 +40,7 @@ class DecodeOptions:
 
     task: Task = "transcribe"
     language: str | None = None  # None: the model's only language, or detected on multilingual models
+    languages: tuple[str, ...] = ()  # where ``language`` is None: detection picks among these codes (empty: any)
     beam_size: int = 1
     temperatures: tuple[float, ...] = (0.0,)
     word_timestamps: bool = False
@@ -62,7 +63,7 @@ class DecodeJob:
     the middle of a window whose beginning it has already transcribed.
 
     Context, and ``options`` where ``late_options`` is set, are what a server with time to spare spends on a
-    job; ``economy()`` is the job as a server that is behind decodes it (``engine.py`` decides).
+    final; ``final_policy.py`` decides what it keeps.
     """
 
     owner: str
@@ -75,7 +76,7 @@ class DecodeJob:
     job_id: int = field(default_factory=lambda: next(_job_ids))
     context_samples: int = 0  # leading samples of ``audio`` that are already transcribed context
     context_text: str = ""  # their final text
-    late_options: DecodeOptions | None = None  # how to decode it when the server is behind (None: ``options``)
+    late_options: DecodeOptions | None = None  # how to decode a final that waited (None: ``options``)
 
     @property
     def duration_s(self) -> float:
@@ -99,19 +100,6 @@ class DecodeJob:
         prompt = f"{self.prompt_text} {self.context_text}".strip()
         return replace(self, audio=self.own_audio, prompt_text=prompt, context_samples=0, context_text="")
 
-    @property
-    def has_extras(self) -> bool:
-        """Whether a busy server would decode it more cheaply (``economy``)."""
-        return bool(self.context_samples) or (self.late_options is not None and self.late_options != self.options)
-
-    def economy(self) -> DecodeJob:
-        """The job as a server that is behind decodes it: without context, with ``late_options``. Same
-        ``job_id``."""
-        job = self.without_context()
-        if self.late_options is not None:
-            job = replace(job, options=self.late_options, late_options=None)
-        return job
-
 
 @dataclass(frozen=True)
 class Word:
@@ -133,11 +121,14 @@ class DecodeResult:
     temperature: float
     words: tuple[Word, ...] = ()
     window_s: float = 30.0  # seconds of features the encoder saw
+    language_probability: float = 1.0  # the detector's probability for ``language`` (1.0: given, or the only one)
 
-    @property
-    def looks_hallucinated(self) -> bool:
-        """Whisper's own tests for a bad decode, with its default thresholds."""
-        return self.compression_ratio > 2.4 or self.avg_logprob < -1.0
+    def looks_hallucinated(self, options: DecodeOptions) -> bool:
+        """Whisper's own tests for a bad decode, with ``options``' thresholds."""
+        return (
+            self.compression_ratio > options.compression_ratio_threshold
+            or self.avg_logprob < options.log_prob_threshold
+        )
 
     def looks_silent(self, options: DecodeOptions) -> bool:
         """Whisper's no-speech rule: the model thinks nothing was said and is not confident in its text."""

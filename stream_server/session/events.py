@@ -12,7 +12,7 @@ from ..decode.types import DecodeJob, Word
 class DecodePurpose(enum.Enum):
     PARTIAL = "partial"
     FINAL = "final"
-    # a final decoded ahead of the end (see ``machine.py``): it becomes the final if the pause ends the utterance
+    # a final decoded ahead of the end (see ``finals.py``): it becomes the final if the pause ends the utterance
     SPECULATIVE = "speculative"
 
 
@@ -24,6 +24,7 @@ class DecodeRequested:
     channel: int
     utterance_id: int
     purpose: DecodePurpose
+    sequence: int = 0  # a partial's number within its utterance (newer partials have higher numbers)
 
     @property
     def is_final(self) -> bool:

@@ -1,6 +1,6 @@
-"""The recent audio of one channel, kept for acoustic context (see ``machine.py``): a fixed ring of 16-bit
-samples addressed by absolute stream sample index. 16-bit because the audio arrived as 16-bit PCM in the common
-case (``pcm_s16le``: the round trip is exact) and a ring of 50 s is then 1.6 MB per channel. Pure: no I/O."""
+"""The recent audio of one channel, kept for acoustic context (``context.py``): a fixed ring of 16-bit samples
+addressed by absolute stream sample index. 16-bit because the audio arrived as 16-bit PCM in the common case
+(``pcm_s16le``: the round trip is exact) and the ring is then half the size. Pure: no I/O."""
 
 from __future__ import annotations
 

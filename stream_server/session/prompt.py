@@ -62,14 +62,17 @@ class RollingPrompt:
 
     def _as_sentence(self, text: str) -> str:
         """A final as Whisper's previous-text context: capitalised after a sentence end, and ended with a full
-        stop where it stops on a word. A short fragment often decodes bare ("Section 5"), and Whisper follows its
-        prompt's style: after bare text the next fragments come out bare too. Measured over 32 excerpts of
-        ../shared/audio (session and backend without a network): WER 9.40% -> 9.29%, no excerpt worse."""
+        stop where it stops on a word, because Whisper follows its prompt's style and a short fragment often
+        decodes bare ("Section 5"). See docs/decisions.md#prompt-as-sentences."""
         if not text:
             return text
         if not self._entries or self._entries[-1].text[-1] in ".!?":  # entries are never empty (``commit``)
             text = text[0].upper() + text[1:]
         return text + "." if text[-1].isalnum() else text
+
+    def clear(self) -> None:
+        """Forget every final (the user's ``initial`` text stays): e.g. when the language changed."""
+        self._entries.clear()
 
     def commit(self, text: str, end_s: float, suspicious: bool, start_s: float | None = None) -> None:
         """Remember a final's text; ``start_s`` is where its audio started (default: ``end_s``)."""

@@ -6,7 +6,8 @@ once ``start_voiced_frames`` of the last ``start_window_frames`` frames are voic
 begins ``preroll_ms`` before the first of those frames so the first word is not clipped. It ends after
 ``endpointing_ms`` of unvoiced frames and keeps ``tail_ms`` of that silence (Whisper drops final words of
 audio cut right at the last phoneme). An utterance reaching ``max_utterance_s`` is cut at its quietest frame
-in the last ``cut_search_s`` seconds; the remainder goes on as a new utterance at once.
+in the last ``cut_search_s`` seconds; the remainder goes on as a new utterance at once. With ``endpointing_ms``
+None no silence ends an utterance: only ``flush`` (the client's commit) and the length cut do.
 
 Pure: no I/O, no clock. The webrtcvad call is injected so tests can drive decisions directly. The segmenter
 owns one preallocated buffer holding the open utterance (plus pre-roll); it never grows per chunk.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -30,17 +32,19 @@ SpeechClassifier = Callable[[np.ndarray], bool]
 
 @dataclass(frozen=True)
 class SegmenterConfig:
-    aggressiveness: int = 2
-    endpointing_ms: int = 500
+    """The first four are settings (``SessionPolicy``, ``StreamParams``); the rest are the segmenter's own."""
+
+    aggressiveness: int
+    endpointing_ms: int | None  # None: silence never ends an utterance
+    max_utterance_s: float
+    # Past soft_max_utterance_s a shorter pause ends the utterance. Long utterances cost twice: each partial
+    # re-decodes the whole utterance (quadratic in its length) and the final's decode grows with it.
+    soft_max_utterance_s: float  # 0: off
     preroll_ms: int = 300
     tail_ms: int = 300
     start_window_frames: int = 6
     start_voiced_frames: int = 4
-    max_utterance_s: float = 25.0
     cut_search_s: float = 3.0
-    # Past soft_max_utterance_s a shorter pause ends the utterance. Long utterances cost twice: each partial
-    # re-decodes the whole utterance (quadratic in its length) and the final's decode grows with it.
-    soft_max_utterance_s: float = 0.0  # 0: off
     soft_endpointing_ms: int = 200
     # -50 dBFS: below this a frame is silence whatever webrtcvad says.
     energy_floor_rms: float = 10 ** (-50 / 20)
@@ -52,13 +56,17 @@ class UtteranceStarted:
     speech_sample: int  # first voiced sample (for speech.started)
 
 
+# "pause": the shorter pause past ``soft_max_utterance_s``; "flush": ``flush`` (finalize or end of stream)
+SegmentEndReason = Literal["endpoint", "pause", "max_length", "flush"]
+
+
 @dataclass(frozen=True)
 class UtteranceEnded:
     start_sample: int
     end_sample: int  # end of the audio handed over (speech plus a short silent tail)
     speech_end_sample: int  # end of the last voiced frame: where the speaker stopped
     audio: np.ndarray  # float32 copy of [start_sample, end_sample), owned by the receiver
-    reason: str  # "endpoint" | "max_length" | "flush"
+    reason: SegmentEndReason
 
 
 SegmentEvent = UtteranceStarted | UtteranceEnded
@@ -84,9 +92,12 @@ class VadSegmenter:
         self._is_speech = is_speech or webrtc_classifier(config.aggressiveness)
         self._preroll = config.preroll_ms * SAMPLE_RATE // 1000
         self._tail = config.tail_ms * SAMPLE_RATE // 1000
-        self._end_frames = max(1, -(-config.endpointing_ms // FRAME_MS))
+        endpointing = config.endpointing_ms
+        self._end_frames = None if endpointing is None else max(1, -(-endpointing // FRAME_MS))
         self._soft_end_frames = max(1, -(-config.soft_endpointing_ms // FRAME_MS))
-        self._soft_max_samples = int(config.soft_max_utterance_s * SAMPLE_RATE) or None
+        # no pause ends an utterance without endpointing, not even the shorter one past the soft limit
+        soft_max = int(config.soft_max_utterance_s * SAMPLE_RATE) if endpointing is not None else 0
+        self._soft_max_samples = soft_max or None
         capacity = int((config.max_utterance_s + 2.0) * SAMPLE_RATE) + 2 * self._preroll + FRAME_SAMPLES
         self._buf = np.zeros(capacity, dtype=np.float32)
         self._buf_start = 0  # absolute index of _buf[0]
@@ -118,8 +129,9 @@ class VadSegmenter:
 
     def pending_end(self) -> tuple[int, int] | None:
         """``(start_sample, end_sample)`` of the audio the open utterance will hand over if the pause under way
-        ends it, known once ``tail_ms`` of silence followed its last voiced frame; else None."""
-        if self._utt_start is None or self._silent_frames * FRAME_SAMPLES < self._tail:
+        ends it, known once ``tail_ms`` of silence followed its last voiced frame; else None (always None when
+        no pause can end it)."""
+        if self._utt_start is None or self._end_frames is None or self._silent_frames * FRAME_SAMPLES < self._tail:
             return None
         return self._utt_start, self._tail_end
 
@@ -163,10 +175,19 @@ class VadSegmenter:
             return []
         return [self._end(self.samples_seen, "flush")]
 
+    def clear(self) -> None:
+        """Discard the open utterance and the audio received so far; the next utterance starts after it."""
+        self._utt_start = None
+        self._last_end = self.samples_seen
+        self._recent.clear()
+        self._silent_frames = 0
+        self._frame_rms = []
+
     # --- internals
 
     def _slice(self, start: int, end: int) -> np.ndarray:
-        return self._buf[start - self._buf_start : end - self._buf_start].copy()
+        audio: np.ndarray = self._buf[start - self._buf_start : end - self._buf_start].copy()
+        return audio
 
     def _on_frame(self, frame_start: int) -> list[SegmentEvent]:
         frame = self._buf[frame_start - self._buf_start : frame_start - self._buf_start + FRAME_SAMPLES]
@@ -190,7 +211,7 @@ class VadSegmenter:
             self._silent_frames = 0
         else:
             self._silent_frames += 1
-            if self._silent_frames >= self._end_frames:
+            if self._end_frames is not None and self._silent_frames >= self._end_frames:
                 return [self._end(min(frame_end, self._tail_end), "endpoint")]
             if (
                 self._soft_max_samples is not None
@@ -202,8 +223,9 @@ class VadSegmenter:
             return self._cut_at_quietest(frame_end)
         return []
 
-    def _end(self, end_sample: int, reason: str) -> UtteranceEnded:
-        assert self._utt_start is not None
+    def _end(self, end_sample: int, reason: SegmentEndReason) -> UtteranceEnded:
+        if self._utt_start is None:
+            raise RuntimeError("no utterance is open")
         speech_end = min(end_sample, max(self._last_voiced_end, self._utt_start))
         audio = self._slice(self._utt_start, end_sample)
         event = UtteranceEnded(self._utt_start, end_sample, speech_end, audio, reason)
@@ -240,14 +262,16 @@ class VadSegmenter:
 
 
 def split_utterances(
-    audio: np.ndarray,
-    max_utterance_s: float = 25.0,
-    endpointing_ms: int = 500,
-    aggressiveness: int = 2,
+    audio: np.ndarray, *, max_utterance_s: float, endpointing_ms: int, aggressiveness: int
 ) -> list[tuple[int, int]]:
     """Offline use: sample ranges ``[start, end)`` of the utterances in ``audio`` (16 kHz float32)."""
     segmenter = VadSegmenter(
-        SegmenterConfig(aggressiveness=aggressiveness, endpointing_ms=endpointing_ms, max_utterance_s=max_utterance_s)
+        SegmenterConfig(
+            aggressiveness=aggressiveness,
+            endpointing_ms=endpointing_ms,
+            max_utterance_s=max_utterance_s,
+            soft_max_utterance_s=0.0,  # offline: long utterances cost no partials
+        )
     )
     ranges: list[tuple[int, int]] = []
     step = SAMPLE_RATE * 10

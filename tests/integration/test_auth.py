@@ -164,7 +164,7 @@ def test_refusals_are_counted_and_keys_never_logged(keyed_server: ServerHandle, 
     asyncio.run(first_event_and_close(f"{keyed_server.ws_url}/v1/listen?access_token={WRONG_KEY}"))
     metrics = request(keyed_server, "GET", "/metrics", FLAG_KEY, speech_wav).text
     assert re.search(r'errors_total\{code="invalid_api_key",transport="http"\} [1-9]', metrics), metrics
-    assert re.search(r'errors_total\{code="invalid_api_key",transport="ws"\} [1-9]', metrics)
+    assert re.search(r'errors_total\{code="invalid_api_key",transport="native"\} [1-9]', metrics)
     log = keyed_server.log()
     assert "api_keys=2 configured" in log  # counted (flag and file), never shown
     for key in (FLAG_KEY, FILE_KEY, WRONG_KEY):

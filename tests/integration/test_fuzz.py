@@ -5,7 +5,7 @@ answers each bad input with an ``error`` event (or an OpenAI-shaped 4xx), sends 
 and the concurrent good sessions get correct finals.
 
 Short mode (CI, default): a few dozen examples per test. Long mode: ``STREAM_TESTS_LONG=1`` (hundreds of
-examples each, new random ones every run); see docs/README-operations.md.
+examples each, new random ones every run); see docs/operations.md.
 """
 
 from __future__ import annotations

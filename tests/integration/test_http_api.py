@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.helpers import manifest, silence, synthesize, wer, write_wav
-from tests.unit.test_formats import parse_srt, parse_vtt
+from tests.transport.test_formats import parse_srt, parse_vtt
 
 FIRST = "Please call Stella and ask her to bring these things with her from the store."
 SECOND = "The weather today is sunny with a light breeze from the west."
@@ -216,8 +216,9 @@ def test_curl_works_unchanged(live_server: Any, speech_wav: Path) -> None:
 
 def test_models(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids == ["tiny.en", "whisper-1"]
+    assert ids == ["tiny.en", "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"]
     assert client.models.retrieve("tiny.en").owned_by == "stream-server"
+    assert client.models.retrieve("gpt-4o-transcribe").id == "gpt-4o-transcribe"
     with pytest.raises(openai.NotFoundError) as info:
         client.models.retrieve("gpt-unknown")
     assert info.value.code == "model_not_found"

@@ -4,7 +4,7 @@ server holds no session, no queued job and no queued event, and its memory is ba
 Short mode (CI, default): 300 dropped sessions in waves of 30 after a warm-up of 90, about 30 s. Long mode
 (``STREAM_TESTS_LONG=1``): 3000 in waves of 100 after 300. Memory is read at rest after the warm-up and
 after each half: it must stay near the baseline and must not keep growing from one half to the next. Bounded
-in time and count either way; see docs/README-operations.md.
+in time and count either way; see docs/operations.md.
 """
 
 from __future__ import annotations

@@ -7,9 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from stream_server.config import Settings
+from stream_server.config import Settings, available_cores, default_cpu_threads
+from stream_server.decode.backend import AlignRequest
+from stream_server.decode.batching import PROMPT_BUCKETS
+from stream_server.decode.loader import load_backend
+from stream_server.decode.repair import Redecode, Repair, decode_repaired
 from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
-from stream_server.decode.whisper_ct2 import PROMPT_BUCKETS, available_cores, default_cpu_threads, load_backend
 
 from ..helpers import silence, synthesize, wer
 
@@ -24,7 +27,7 @@ PROMPTS = ["", "Hello there.", "We talked about the budget for next year and the
 
 @pytest.fixture(scope="module")
 def backend():
-    return load_backend(Settings())
+    return load_backend(Settings().backend_config())
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +97,8 @@ def test_prompt_lengths_fall_on_buckets_and_keep_the_newest_text(backend):
 def test_word_timestamps_and_silence(backend, clips):
     words_job = DecodeJob("w", JobKind.FINAL, clips[1], DecodeOptions(word_timestamps=True))
     quiet_job = DecodeJob("q", JobKind.FINAL, silence(3.0), DecodeOptions(temperatures=(0.0, 0.2)))
-    words, quiet = backend.decode_batch([words_job, quiet_job])
+    assert all(not r.words for r in backend.decode_batch([words_job, quiet_job]))  # words are a repair step
+    words, quiet = decode_repaired(backend, [words_job, quiet_job])
     assert [w.word.strip() for w in words.words] == words.text.split()
     assert all(0 <= w.start <= w.end <= len(clips[1]) / 16000 + 0.1 for w in words.words)
     assert quiet.text == ""
@@ -102,26 +106,48 @@ def test_word_timestamps_and_silence(backend, clips):
 
 def test_an_early_end_of_transcript_is_continued(backend):
     """Whisper's early stop, made to order: the result of a two-sentence final cut after its first sentence.
-    The alignment finds the uncovered audio, which is decoded and joined on."""
+    The repair aligns it, finds the uncovered audio, has it decoded as a job of its own and joins it on."""
     first, second = SENTENCES[2], SENTENCES[3]
     audio = np.concatenate([synthesize(first), silence(0.4), synthesize(second), silence(0.3)])
     job = DecodeJob("s", JobKind.FINAL, audio, DecodeOptions(temperatures=(0.0, 0.2)))
-    (whole,) = backend.decode_batch([job])
+    (whole,) = decode_repaired(backend, [job])
     assert wer(f"{first} {second}", whole.text) <= 0.15, whole.text
 
-    (item,) = backend.items_for([job])
-    window = backend.window.frames_for(len(audio))
     cut = whole.text.index(".") + 1
-    stopped = replace(whole, text=whole.text[:cut], tokens=tuple(item.tokenizer.encode(" " + whole.text[:cut])))
-    (continued,) = backend._continue_early_stops([item], [stopped], window)
+    stopped = replace(whole, text=whole.text[:cut], tokens=backend.tokens_for(whole.text[:cut]))
+    repair = Repair(job, stopped)
+    align = repair.plan()
+    assert isinstance(align, AlignRequest) and not align.for_words  # a text short for its audio
+    repair.merge(backend.align([align])[0], backend)
+    rest = repair.plan()
+    assert isinstance(rest, Redecode) and rest.job.owner == job.owner and rest.job.kind is JobKind.FINAL
+    assert 1.0 < rest.job.own_s < job.own_s - 1.0  # the audio after the first sentence
+    (tail,) = decode_repaired(backend, [rest.job])
+    repair.merge(tail, backend)
+    assert repair.plan() is None
+    continued = repair.result
     assert continued.text.startswith(stopped.text)
     assert wer(f"{first} {second}", continued.text) <= 0.15, continued.text
-    assert item.tokenizer.decode(list(continued.tokens)).strip() == continued.text
+    assert backend.tokens_for(continued.text) == continued.tokens
 
     # a whole text is left alone, and so are partials, however short their text
-    assert backend._continue_early_stops([item], [whole], window) == [whole]
-    partial = replace(item, job=replace(job, kind=JobKind.PARTIAL))
-    assert backend._continue_early_stops([partial], [stopped], window) == [stopped]
+    assert Repair(job, whole).plan() is None
+    assert Repair(replace(job, kind=JobKind.PARTIAL), stopped).plan() is None
+
+
+def test_an_empty_decode_with_a_rolling_prompt_is_retried_without_it(backend, clips):
+    """A final that came back empty (though not silent) while it carried a rolling prompt is decoded again
+    without it, as a job of its own, and the retry's text is kept."""
+    job = DecodeJob("s", JobKind.FINAL, clips[1], DecodeOptions(), prompt_text="... ... ...")
+    (decoded,) = backend.decode_batch([job])
+    empty = replace(decoded, text="", tokens=(), no_speech_prob=0.0)
+    repair = Repair(job, empty)
+    retry = repair.plan()
+    assert isinstance(retry, Redecode) and retry.job.prompt_text == "" and retry.job.job_id != job.job_id
+    (again,) = decode_repaired(backend, [retry.job])
+    repair.merge(again, backend)
+    assert repair.plan() is None
+    assert repair.result.job_id == job.job_id and wer(SENTENCES[1], repair.result.text) <= 0.2
 
 
 def test_a_repetition_loop_keeps_one_copy_in_text_and_tokens(backend, clips):
@@ -129,18 +155,18 @@ def test_a_repetition_loop_keeps_one_copy_in_text_and_tokens(backend, clips):
     with a loop appended, as Whisper writes them ("as was frequently the case" three times)."""
     job = DecodeJob("s", JobKind.FINAL, clips[1], DecodeOptions(word_timestamps=True))
     (result,) = backend.decode_batch([job])
-    (item,) = backend.items_for([job])
+    (item,) = backend._prepare([(job, backend._previous_tokens(job))], backend.window.frames_for(len(job.audio)))[0]
     looped = result.text + " as was frequently the case" * 3
-    looped_result = replace(result, text=looped, tokens=tuple(item.tokenizer.encode(" " + looped)))
+    looped_result = replace(result, text=looped, tokens=backend.tokens_for(looped))
     tidy = backend._tidy(item, looped_result, job.options)
     assert tidy.text == result.text + " as was frequently the case"
-    assert item.tokenizer.decode(list(tidy.tokens)).strip() == tidy.text
+    assert backend.tokens_for(tidy.text) == tidy.tokens
 
 
 def test_default_cpu_threads_leave_a_core_for_the_event_loop(backend) -> None:
     assert [default_cpu_threads(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
     assert backend.cpu_threads == max(1, available_cores() - 1)  # built with Settings() defaults
-    assert load_backend(Settings(cpu_threads=3)).cpu_threads == 3
+    assert load_backend(Settings(cpu_threads=3).backend_config()).cpu_threads == 3
 
 
 def context_job(clips, options: DecodeOptions, context_text: str | None = None) -> DecodeJob:
@@ -159,7 +185,7 @@ def context_job(clips, options: DecodeOptions, context_text: str | None = None) 
 
 def test_a_final_with_context_returns_only_its_own_text_and_words(backend, clips):
     job = context_job(clips, DecodeOptions(temperatures=(0.0, 0.2), word_timestamps=True))
-    (result,) = backend.decode_batch([job])
+    (result,) = decode_repaired(backend, [job])
     assert wer(SENTENCES[1], result.text) <= 0.2, result.text  # not the context's words again
     assert item_text(backend, job, result) == result.text
     assert [w.word.strip() for w in result.words] == result.text.split()
@@ -173,8 +199,7 @@ def test_a_final_with_context_returns_only_its_own_text_and_words(backend, clips
 
 
 def item_text(backend, job, result) -> str:
-    (item,) = backend.items_for([job])
-    return item.tokenizer.decode(list(result.tokens)).strip()
+    return backend.tokenizer("transcribe", "en").decode(list(result.tokens)).strip()
 
 
 def test_items_with_and_without_context_batch_together_as_they_decode_alone(backend, clips):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ...errors import StreamServerError
 from ...session.events import SessionEvent
@@ -38,6 +38,7 @@ class Handshake:
     subprotocols: Sequence[str]
     defaults: StreamParams  # the server's defaults, from Settings
     multilingual: bool  # whether the served model has languages other than English
+    model_id: str = ""  # the served model (a client's ``model`` is checked against it, see ``transport/models``)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,12 @@ class SessionInfo:
 
 class Dialect(Protocol):
     """One connection's translator. A new instance per connection; it may keep per-connection state (ids,
-    the text already sent as deltas)."""
+    the text already sent as deltas).
+
+    Optional class attribute ``coalesce_partials`` (default True): whether, for a client that reads slowly, the
+    connection may replace an unsent message rendered from a ``Partial`` by the next one of the same utterance.
+    A dialect whose partial messages are deltas (each must arrive) sets it False.
+    """
 
     name: ClassVar[str]  # label in metrics (``errors_total{transport}``) and logs: native, deepgram, ...
     # How a refused handshake is answered: True, an HTTP status before the upgrade (Deepgram clients expect
@@ -143,3 +149,11 @@ class Dialect(Protocol):
     def closed(self, reason: str, audio_seconds: float) -> list[Message]:
         """Messages after the last final (``session.closed``, Deepgram ``Metadata``)."""
         ...
+
+
+@runtime_checkable
+class PresentsKey(Protocol):
+    """Optional for a dialect: the key a handshake presents, read without parsing the rest, so that a bad key is
+    refused (401) before a bad parameter (400) tells an unauthenticated client anything."""
+
+    def presented_key(self, handshake: Handshake) -> str | None: ...
