@@ -19,7 +19,7 @@ serve = pytest.importorskip("ray.serve")
 
 from stream_server.cluster.app import DECODERS_APP, INGRESS_APP, ClusterPlan, build  # noqa: E402
 from stream_server.config import Settings  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from benchmarks.launch import free_port  # noqa: E402
 from tests.helpers import synthesize, wer  # noqa: E402
 
 SENTENCES = [
