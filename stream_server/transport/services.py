@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -73,6 +74,14 @@ class DecoderSlot:
 
     def stats(self) -> BatchStats:
         return self._get().stats()
+
+    async def tier_status(self) -> dict[str, Any]:
+        """What a remote decoder tier reports beyond ``stats`` (each replica's load; the cluster's hop), else {}."""
+        report = getattr(self._decoder, "tier_status", None)
+        if report is None:
+            return {}
+        extra: dict[str, Any] = await report()
+        return extra
 
 
 @dataclass(frozen=True)

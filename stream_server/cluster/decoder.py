@@ -1,0 +1,98 @@
+"""The decoder tier: one model, its batching scheduler and engine per replica (one GPU, or a set of CPU cores).
+
+Jobs arrive from every ingress replica through ``decode`` and meet in this replica's batches, so the batching that
+makes one process efficient holds across the cluster. Each call waits for its job's result on the replica's event
+loop (the engine runs the model in its own thread), so Serve's count of ongoing requests on a replica is its queue
+depth plus the batch running: that is what decoder autoscaling targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from ray import serve
+
+from ..config import Settings
+from ..decode.engine import DecodeEngine, Superseded
+from ..errors import StreamServerError
+from .wire import DecoderInfo, DecoderLoad, WireJob, WireOutcome
+
+log = logging.getLogger(__name__)
+
+
+class DecoderReplica:
+    """The Serve deployment class of the decoder tier (wrapped by ``serve.deployment`` in ``app.py``)."""
+
+    def __init__(self, settings_json: str) -> None:
+        from threadpoolctl import threadpool_limits
+
+        from ..decode.loader import load_backend
+
+        self.settings = Settings.model_validate_json(settings_json)
+        self._blas = threadpool_limits(1, user_api="blas")  # as in the single process: see docs/decisions.md
+        self.backend = load_backend(self.settings.backend_config())
+        self.engine: DecodeEngine | None = None
+        self._local_ids = itertools.count(1)
+        self._owners: Counter[str] = Counter()  # owner -> jobs in flight here
+        self.replica = serve.get_replica_context().replica_id.unique_id
+
+    def _running_engine(self) -> DecodeEngine:
+        if self.engine is None:  # the engine's loop task needs the replica's running event loop
+            from ..app import build_engine
+
+            self.engine = build_engine(self.settings, self.backend)
+            self.engine.start()
+        return self.engine
+
+    async def info(self) -> DecoderInfo:
+        return DecoderInfo(self.backend.model_id, bool(self.backend.is_multilingual), str(self.backend.device))
+
+    async def decode(self, wire: WireJob) -> WireOutcome:
+        received = time.monotonic()
+        engine = self._running_engine()
+        job = wire.unpack(next(self._local_ids))
+        try:
+            future = engine.submit(job)
+        except StreamServerError as exc:
+            return WireOutcome(error_code=exc.code, error_message=exc.message)
+        self._owners[job.owner] += 1
+        try:
+            result = await future
+            return WireOutcome.of(wire.job.job_id, result, time.monotonic() - received)
+        except Superseded:
+            return WireOutcome(superseded=True)
+        except asyncio.CancelledError:  # the owner was cancelled here, or the caller went away
+            return WireOutcome(error_code="cancelled", error_message="decode cancelled")
+        except StreamServerError as exc:
+            return WireOutcome(error_code=exc.code, error_message=exc.message)
+        finally:
+            self._owners[job.owner] -= 1
+            if self._owners[job.owner] <= 0:
+                del self._owners[job.owner]
+
+    async def cancel(self, owner: str) -> int:
+        """Drop ``owner``'s queued jobs (its session closed)."""
+        return self._running_engine().cancel_owner(owner)
+
+    async def load(self) -> DecoderLoad:
+        engine = self._running_engine()
+        stats = engine.stats()
+        return DecoderLoad(self.replica, stats.queue_depth, len(self._owners), engine.busy, stats.batches, stats.items)
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Read by ``SessionAffinityRouter`` to place new sessions on the least loaded replica."""
+        depth = self.engine.scheduler.queue_depth if self.engine is not None else 0
+        return {"queue_depth": depth, "owners": len(self._owners)}
+
+    def check_health(self) -> None:
+        if self.engine is not None and not self.engine.alive:
+            raise RuntimeError("the decode engine stopped")
+
+    async def __del__(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop()

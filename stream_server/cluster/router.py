@@ -1,0 +1,82 @@
+"""Session affinity on Ray Serve's own request routing: a custom ``RequestRouter`` for the decoder tier.
+
+Every job carries its owner (a session or an upload) as the request's ``multiplexed_model_id``. The first job of
+an owner goes to the replica with the fewest owners placed on it (ties: the shortest queue), and every later job
+of that owner goes to the same replica while it lives, so the scheduler's rules (one queued partial per utterance,
+finals first, superseded speculation) hold exactly as in one process. A replica that dies or is drained drops
+out of the candidates: its owners are placed again, by the same rule, on their next job.
+
+Why a router rather than Serve's model multiplexing: multiplexing prefers the replica holding an id but falls
+back to others when that replica is busy or before its ids propagate, which would split a session's jobs.
+
+The router runs in the process that owns the deployment handle (an ingress replica), beside ``RemoteDecoder``,
+which calls ``release`` when an owner is done so its place stops counting as load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+
+from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
+
+# Owners not seen for this long are forgotten even if never released; bounds the table.
+FORGET_AFTER_S = 3600.0
+_released: set[str] = set()  # owners released by this process's RemoteDecoder, dropped on the next routing
+
+
+def release(owner: str) -> None:
+    _released.add(owner)
+
+
+class SessionAffinityRouter(RequestRouter):
+    def initialize_state(self, **kwargs: object) -> None:
+        self._placed: OrderedDict[str, ReplicaID] = OrderedDict()  # oldest use first
+        self._seen: dict[str, float] = {}
+        self._counts: Counter[ReplicaID] = Counter()
+
+    async def choose_replicas(
+        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
+    ) -> list[list[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        owner = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
+        now = time.monotonic()
+        self._forget(now)
+        if owner in self._placed:
+            for replica in candidate_replicas:
+                if replica.replica_id == self._placed[owner]:
+                    self._touch(owner, now)
+                    return [[replica]]
+            self._unplace(owner)  # its replica is gone: place it again
+        chosen = min(candidate_replicas, key=self._load)
+        if owner:
+            self._placed[owner] = chosen.replica_id
+            self._counts[chosen.replica_id] += 1
+            self._touch(owner, now)
+        return [[chosen]]
+
+    def _load(self, replica: RunningReplica) -> tuple[int, int]:
+        stats = replica.routing_stats or {}
+        return self._counts[replica.replica_id], int(stats.get("queue_depth", 0))
+
+    def _touch(self, owner: str, now: float) -> None:
+        self._seen[owner] = now
+        self._placed.move_to_end(owner)
+
+    def _unplace(self, owner: str) -> None:
+        replica_id = self._placed.pop(owner, None)
+        self._seen.pop(owner, None)
+        if replica_id is not None:
+            self._counts[replica_id] -= 1
+            if self._counts[replica_id] <= 0:
+                del self._counts[replica_id]
+
+    def _forget(self, now: float) -> None:
+        while _released:
+            self._unplace(_released.pop())
+        while self._placed:
+            owner = next(iter(self._placed))
+            if now - self._seen.get(owner, 0.0) < FORGET_AFTER_S:
+                return
+            self._unplace(owner)

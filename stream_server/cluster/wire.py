@@ -1,0 +1,73 @@
+"""What crosses the Ray hop between an ingress replica and a decoder replica: jobs with 16-bit audio, outcomes.
+
+Audio travels as int16 (half of float32; exact for audio that arrived as 16-bit PCM, which the session's
+history also keeps as int16). Ray serializes numpy arrays out of band and moves large ones through its object
+store. Job ids are per ingress process, so a decoder replica gives each job a local id and hands results back
+under the caller's id. Pure: no Ray import, tested without a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..decode.types import DecodeJob, DecodeResult
+
+_NO_AUDIO = np.zeros(0, np.float32)
+PCM_SCALE = 32768.0
+
+
+@dataclass(frozen=True)
+class WireJob:
+    job: DecodeJob  # everything but the audio (``audio`` is empty)
+    pcm: np.ndarray  # int16 mono 16 kHz
+
+    @classmethod
+    def pack(cls, job: DecodeJob) -> WireJob:
+        pcm = np.clip(np.rint(job.audio * PCM_SCALE), -32768, 32767).astype(np.int16)
+        # the ingress clock means nothing to the decoder: it stamps the job when it queues it
+        return cls(replace(job, audio=_NO_AUDIO, enqueued_at=0.0), pcm)
+
+    def unpack(self, local_job_id: int) -> DecodeJob:
+        audio = self.pcm.astype(np.float32) / PCM_SCALE
+        return replace(self.job, audio=audio, job_id=local_job_id)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.pcm.nbytes)
+
+
+@dataclass(frozen=True)
+class WireOutcome:
+    """One of: a result (under the caller's job id), superseded (a newer job of the utterance replaced it), or
+    an error with its stable code."""
+
+    result: DecodeResult | None = None
+    superseded: bool = False
+    error_code: str = ""
+    error_message: str = ""
+    replica_s: float = 0.0  # time the job spent in the decoder replica (queue and model): the rest is the hop
+
+    @classmethod
+    def of(cls, caller_job_id: int, result: DecodeResult, replica_s: float) -> WireOutcome:
+        return cls(result=replace(result, job_id=caller_job_id), replica_s=replica_s)
+
+
+@dataclass(frozen=True)
+class DecoderInfo:
+    model_id: str
+    is_multilingual: bool
+    device: str
+
+
+@dataclass(frozen=True)
+class DecoderLoad:
+    """One decoder replica's load, for routing and ``/v1/status``."""
+
+    replica: str
+    queue_depth: int
+    owners: int  # sessions and uploads that sent it work and have not been released
+    busy: bool
+    batches: int
+    items: int
