@@ -50,11 +50,14 @@ class CoreRow:
 
 
 def _window_policies(settings: Any) -> dict[str, Any]:
-    from stream_server.decode.whisper_ct2 import WindowPolicy
+    from dataclasses import replace
 
+    from stream_server.decode.batching import WindowPolicy
+
+    trimmed = settings.window_policy()
     return {
-        "full": WindowPolicy(full_window=True),
-        "trimmed": WindowPolicy(settings.min_window_s, settings.window_margin_s, settings.window_step_s, False),
+        "full": replace(trimmed, full_window=True),
+        "trimmed": trimmed,
         "tight": WindowPolicy(min_window_s=1.0, margin_s=0.0, step_s=0.5, full_window=False),
     }
 
@@ -68,6 +71,7 @@ def run_core_benchmark(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from stream_server.config import Settings
+    from stream_server.decode.repair import decode_repaired
     from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
     from stream_server.decode.whisper_ct2 import WhisperBackend
 
@@ -81,7 +85,12 @@ def run_core_benchmark(
     total_audio_s = sum(len(a) for a in audio) / 16000
     started = time.monotonic()
     backend = WhisperBackend(
-        model_path, "bench", device=device, compute_type=compute_type, cpu_threads=settings.cpu_threads
+        model_path,
+        "bench",
+        device=device,
+        compute_type=compute_type,
+        cpu_threads=settings.resolved_cpu_threads(),
+        window=settings.window_policy(),
     )
     load_s = time.monotonic() - started
     options = DecodeOptions(task="transcribe", language="en", beam_size=beam_size, temperatures=(0.0,))
@@ -92,7 +101,7 @@ def run_core_benchmark(
     rows: list[CoreRow] = []
     for window_name, policy in _window_policies(settings).items():
         backend.window = policy
-        backend.decode_batch(jobs_for(range(min(2, len(audio)))))  # warm-up
+        decode_repaired(backend, jobs_for(range(min(2, len(audio)))))  # warm-up
         for batch_size in batch_sizes:
             if batch_size > len(audio) and batch_size != batch_sizes[0]:
                 continue
@@ -100,7 +109,7 @@ def run_core_benchmark(
             windows: list[float] = []
             t0 = time.perf_counter()
             for first in range(0, len(audio), batch_size):
-                results = backend.decode_batch(jobs_for(range(first, min(first + batch_size, len(audio)))))
+                results = decode_repaired(backend, jobs_for(range(first, min(first + batch_size, len(audio)))))
                 texts.extend(r.text for r in results)
                 windows.extend(r.window_s for r in results)
             wall = time.perf_counter() - t0

@@ -54,12 +54,19 @@ def measure(
     log: Any = print,
     partial_out: str | None = None,
 ) -> dict[str, Any]:
-    from stream_server.config import embedded_model_path
+    from stream_server.config import Settings, embedded_model_path
     from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
     from stream_server.decode.whisper_ct2 import WhisperBackend
 
     pool = np.concatenate([u[1].astype(np.float32) / 32768.0 for u in load_short_utterances(GROUP)])
-    backend = WhisperBackend(embedded_model_path(), "bench", device="cpu", compute_type="int8", cpu_threads=1)
+    backend = WhisperBackend(
+        embedded_model_path(),
+        "bench",
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=1,
+        window=Settings().window_policy(),
+    )
     margin = backend.window.margin_s
     rows: list[dict[str, Any]] = []
     for kind, beam in KINDS:
@@ -123,12 +130,19 @@ def paired_beam_ratio(
 ) -> dict[str, Any]:
     """Beam 5 over greedy for finals, per batch size: the two searches alternate on the same audio so that the
     load of a shared machine hits both alike (the grid's cells, measured minutes apart, do not compare)."""
-    from stream_server.config import embedded_model_path
+    from stream_server.config import Settings, embedded_model_path
     from stream_server.decode.types import FALLBACK_TEMPERATURES, DecodeJob, DecodeOptions, JobKind
     from stream_server.decode.whisper_ct2 import WhisperBackend
 
     pool = np.concatenate([u[1].astype(np.float32) / 32768.0 for u in load_short_utterances(GROUP)])
-    backend = WhisperBackend(embedded_model_path(), "bench", device="cpu", compute_type="int8", cpu_threads=1)
+    backend = WhisperBackend(
+        embedded_model_path(),
+        "bench",
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=1,
+        window=Settings().window_policy(),
+    )
     searches = {
         1: DecodeOptions(language="en", temperatures=FALLBACK_TEMPERATURES),
         5: DecodeOptions(language="en", beam_size=5, temperatures=FALLBACK_TEMPERATURES),

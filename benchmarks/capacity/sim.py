@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stream_server.decode.scheduler import BatchScheduler
+from stream_server.config import Settings
+from stream_server.decode.final_policy import RATE_WINDOW_S, FinalTier, apply, offers_choice
+from stream_server.decode.scheduler import BatchScheduler, SchedulerConfig
 from stream_server.decode.types import FALLBACK_TEMPERATURES, SAMPLE_RATE, DecodeJob, DecodeOptions, JobKind
-from stream_server.decode.whisper_ct2 import WindowPolicy
 
 from .service import ServiceModel
 from .workload import Workload
 
 MIN_PARTIAL_AUDIO_S = 1.0  # session/machine.py
-EXTRAS_MAX_WAIT_S = 0.3  # decode/engine.py
-FINAL_RATE_WINDOW_S = 10.0  # decode/engine.py
+EXTRAS_MAX_WAIT_S = Settings().late_final_after_ms / 1000.0  # decode/final_policy.py's rule
+FINAL_RATE_WINDOW_S = RATE_WINDOW_S
 CONTEXT_WINDOW_S = 28.0  # session/machine.py
 PARTIAL = DecodeOptions(language="en")
 GREEDY_FINAL = DecodeOptions(language="en", temperatures=FALLBACK_TEMPERATURES)
@@ -100,7 +101,7 @@ class Simulation:
     def __init__(self, service: ServiceModel, policy: Policy = Policy()) -> None:
         self.service = service
         self.policy = policy
-        self.window = WindowPolicy()
+        self.window = Settings().window_policy()  # the server's encoder windows
 
     def run(
         self,
@@ -125,7 +126,9 @@ class Simulation:
 class _Run:
     def __init__(self, sim: Simulation, warmup_s: float, count_cut: bool) -> None:
         self.sim, self.p, self.warmup, self.count_cut = sim, sim.policy, warmup_s, count_cut
-        self.sched = BatchScheduler(self.p.max_batch_size, max_batch_audio_s=self.p.max_batch_audio_s)
+        self.sched = BatchScheduler(
+            SchedulerConfig(self.p.max_batch_size, self.p.max_batch_audio_s, 0.0, 1 << 30, sim.window)
+        )
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
         self.now = 0.0
@@ -282,10 +285,10 @@ class _Run:
         )
         out = []
         for job in batch:
-            if job.has_extras and self.now - job.enqueued_at > EXTRAS_MAX_WAIT_S:
-                job = job.economy()
-            elif job.has_extras and crowded and job.context_samples:
-                job = job.without_context()
+            if offers_choice(job) and self.now - job.enqueued_at > EXTRAS_MAX_WAIT_S:
+                job = apply(job, FinalTier.LATE)
+            elif offers_choice(job) and crowded and job.context_samples:
+                job = apply(job, FinalTier.NO_CONTEXT)
             out.append(job)
         return out
 
@@ -296,7 +299,7 @@ class _Run:
             search = "final_beam5"
         window_s = self.sim.window.frames_for(max(len(j.audio) for j in call)) / 100.0
         took = self.sim.service.call_s(search, len(call), window_s)
-        if any(j.has_extras for j in call):
+        if any(offers_choice(j) for j in call):
             self.extras_call_s = took if not self.extras_call_s else 0.8 * self.extras_call_s + 0.2 * took
         self.busy_s += took
         self.at(self.now + took, "done", call)

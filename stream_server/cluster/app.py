@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 INGRESS_APP = "stream-server"
 DECODERS_APP = "stream-server-decoders"
 DECODER = "Decoder"
+ROUTER = f"{SessionAffinityRouter.__module__}.{SessionAffinityRouter.__qualname__}"
 
 
 @dataclass(frozen=True)
@@ -70,25 +71,23 @@ def _ingress_app(settings_json: str) -> Any:
 def build(settings: Settings, plan: ClusterPlan) -> Any:
     settings_json = settings.model_dump_json()
     decoder = serve.deployment(
-        DecoderReplica,
         name=DECODER,
         ray_actor_options={"num_cpus": plan.decoder_cpus, "num_gpus": plan.decoder_gpus},
         # never "busy" to Serve: the engine queues and batches; its own limit answers overloaded
         max_ongoing_requests=max(settings.max_queue, 1000),
-        request_router_config=RequestRouterConfig(request_router_class=SessionAffinityRouter),
+        request_router_config=RequestRouterConfig.model_validate({"request_router_class": ROUTER}),
         graceful_shutdown_timeout_s=plan.drain_s,
         health_check_period_s=2.0,
         health_check_timeout_s=10.0,
         **_scaling(plan.decoders, plan.max_decoders, plan.queue_per_decoder),
-    )
+    )(DecoderReplica)
     ingress = serve.deployment(
-        serve.ingress(lambda: _ingress_app(settings_json))(),
         name="Ingress",
         ray_actor_options={"num_cpus": plan.ingress_cpus},
         max_ongoing_requests=max(settings.max_sessions * 2, 100),
         graceful_shutdown_timeout_s=plan.drain_s + settings.shutdown_grace_s,
         **_scaling(plan.ingress, plan.max_ingress, plan.sessions_per_ingress),
-    )
+    )(serve.ingress(lambda: _ingress_app(settings_json))())
     return ingress.bind(), decoder.bind(settings_json)
 
 
@@ -140,4 +139,4 @@ def run(argv: list[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]  # Ray's API is unannotated

@@ -17,9 +17,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 serve = pytest.importorskip("ray.serve")
 
+from benchmarks.launch import free_port  # noqa: E402
 from stream_server.cluster.app import DECODERS_APP, INGRESS_APP, ClusterPlan, build  # noqa: E402
 from stream_server.config import Settings  # noqa: E402
-from benchmarks.launch import free_port  # noqa: E402
 from tests.helpers import synthesize, wer  # noqa: E402
 
 SENTENCES = [

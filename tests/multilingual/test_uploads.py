@@ -8,6 +8,7 @@ import re
 import httpx
 import openai
 import pytest
+
 from stream_server.transport.languages import LANGUAGE_NAMES
 
 from ..conftest import ServerHandle
