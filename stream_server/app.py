@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
+from . import __version__
 from .auth import ApiKeyAuth
 from .config import Settings
 from .decode.backend import DecodeBackend
@@ -97,7 +98,7 @@ def create_app(
 
     # the interactive docs would be open pages beside keyed routes: served only on a server without keys
     no_docs: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None} if svc.auth.enabled else {}
-    app = FastAPI(title="stream-server", version="0.1.0", lifespan=lifespan, **no_docs)
+    app = FastAPI(title="stream-server", version=__version__, lifespan=lifespan, **no_docs)
     app.state.services = svc
     install_error_handlers(app, svc.metrics)
     app.include_router(ops.health_router)

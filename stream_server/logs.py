@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from typing import Any
 
 session_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
 
@@ -59,7 +60,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(level: str, fmt: str) -> dict:
+def configure_logging(level: str, fmt: str) -> dict[str, Any]:
     """Configure the root logger and return a uvicorn ``log_config`` using the same handler."""
     handler = logging.StreamHandler()
     handler.addFilter(_SessionAndRedaction())
