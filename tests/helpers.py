@@ -138,7 +138,7 @@ async def stream_audio(
 ) -> StreamResult:
     """Stream ``payload`` to /v1/listen of ``ws_url`` with the protocol-v1 client library, optionally at
     real-time pace; collect every event until the socket closes. ``bytes_per_second`` is implied by the
-    ``encoding`` and ``channels`` in ``params`` (accepted for the callers that spell it out)."""
+    ``encoding`` and ``channels`` in ``params``; a larger value paces the audio that many times faster."""
     params = dict(params or {})
     channels = int(params.pop("channels", "1"))
     encoding = params.pop("encoding", "pcm_s16le")
@@ -151,9 +151,9 @@ async def stream_audio(
         params=params,
         headers=headers,
     )
-    if bytes_per_second is not None:
-        assert bytes_per_second == sample_rate * client.frame_bytes, "bytes_per_second disagrees with params"
+    # bytes_per_second faster than the audio's own rate sends it that many times faster than real time
+    speed = bytes_per_second / (sample_rate * client.frame_bytes) if bytes_per_second else 1.0
     transcript = await asyncio.wait_for(
-        v1.transcribe(client, payload, chunk_s=chunk_s, realtime=realtime, close=close), timeout_s
+        v1.transcribe(client, payload, chunk_s=chunk_s, realtime=realtime, close=close, speed=speed), timeout_s
     )
     return StreamResult(transcript, client.send_log)

@@ -154,9 +154,11 @@ async def send_paced(
     log: SendLog,
     chunk_s: float = 0.1,
     realtime: bool = True,
+    speed: float = 1.0,
 ) -> float:
-    """Send ``payload`` (whole frames of ``frame_bytes``) in ``chunk_s`` chunks, at real-time pace unless
-    ``realtime`` is False, recording each chunk in ``log``. Returns how late the worst chunk left (seconds)."""
+    """Send ``payload`` (whole frames of ``frame_bytes``) in ``chunk_s`` chunks, at ``speed`` x real-time pace
+    unless ``realtime`` is False, recording each chunk in ``log``. Returns how late the worst chunk left
+    (seconds)."""
     chunk = max(1, round(log.sample_rate * chunk_s))
     frames = len(payload) // frame_bytes
     first_frame = log.samples_sent
@@ -164,7 +166,7 @@ async def send_paced(
     t0 = time.monotonic()
     for i, first in enumerate(range(0, frames, chunk)):
         if realtime:
-            delay = t0 + i * chunk / log.sample_rate - time.monotonic()
+            delay = t0 + i * chunk / (log.sample_rate * speed) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
@@ -248,11 +250,19 @@ class Client:
         await self.ws.send(pcm)
         self.send_log.record(self.send_log.samples_sent, len(pcm) // self.frame_bytes, time.monotonic())
 
-    async def stream(self, pcm: bytes, *, chunk_s: float = 0.1, realtime: bool = True, close: bool = True) -> None:
-        """Send ``pcm`` in ``chunk_s`` chunks (at real-time pace unless ``realtime`` is False), then
+    async def stream(
+        self, pcm: bytes, *, chunk_s: float = 0.1, realtime: bool = True, close: bool = True, speed: float = 1.0
+    ) -> None:
+        """Send ``pcm`` in ``chunk_s`` chunks (at ``speed`` x real-time pace unless ``realtime`` is False), then
         ``close_stream`` when ``close``."""
         late = await send_paced(
-            self.ws.send, pcm, frame_bytes=self.frame_bytes, log=self.send_log, chunk_s=chunk_s, realtime=realtime
+            self.ws.send,
+            pcm,
+            frame_bytes=self.frame_bytes,
+            log=self.send_log,
+            chunk_s=chunk_s,
+            realtime=realtime,
+            speed=speed,
         )
         self.max_send_late_s = max(self.max_send_late_s, late)
         if close:
@@ -315,12 +325,19 @@ class Transcript:
 
 
 async def transcribe(
-    client: Client, pcm: bytes, *, chunk_s: float = 0.1, realtime: bool = True, close: bool = True
+    client: Client,
+    pcm: bytes,
+    *,
+    chunk_s: float = 0.1,
+    realtime: bool = True,
+    close: bool = True,
+    speed: float = 1.0,
 ) -> Transcript:
-    """Connect ``client``, stream ``pcm`` and collect every event until the server closes."""
+    """Connect ``client``, stream ``pcm`` (at ``speed`` x real time) and collect every event until the server
+    closes."""
     out = Transcript()
     async with client:
-        sender = asyncio.create_task(client.stream(pcm, chunk_s=chunk_s, realtime=realtime, close=close))
+        sender = asyncio.create_task(client.stream(pcm, chunk_s=chunk_s, realtime=realtime, close=close, speed=speed))
         try:
             async for received in client:
                 out.received.append(received)

@@ -63,7 +63,7 @@ def test_defaults_follow_deepgram() -> None:
 @pytest.mark.parametrize(
     ("encoding", "codec", "rate"),
     [("linear16", "pcm_s16le", 16000), ("linear32", "pcm_f32le", 16000), ("mulaw", "mulaw", 8000),
-     ("alaw", "alaw", 8000), ("opus", "opus", 16000), ("ogg-opus", "auto", 16000)],
+     ("alaw", "alaw", 8000), ("opus", "ogg", 16000), ("ogg-opus", "auto", 16000)],
 )  # fmt: skip
 def test_encodings(encoding: str, codec: str, rate: int) -> None:
     p = DeepgramDialect().accept(handshake({"encoding": encoding})).params

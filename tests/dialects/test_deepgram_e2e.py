@@ -141,3 +141,62 @@ def test_two_channels_without_multichannel_are_mixed_down(dialect_server: Server
 
     assert wer(references()[0], transcript(messages)) < 0.35, transcript(messages)
     assert messages[-1].type == "Metadata" and messages[-1].channels == 1
+
+
+def _webm_opus(audio_16k: np.ndarray, tmp: Any) -> bytes:
+    """``audio_16k`` encoded the way a browser's MediaRecorder sends it: WebM/Opus from ffmpeg."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    src, out = tmp / "speech.raw", tmp / "speech.webm"
+    src.write_bytes(to_pcm16(audio_16k))
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "s16le", "-ar", "16000", "-ac", "1", "-i", str(src),
+         "-c:a", "libopus", "-b:a", "32k", str(out)],
+        check=True,
+    )  # fmt: skip
+    return out.read_bytes()
+
+
+def test_live_webm_opus_without_encoding(dialect_server: ServerHandle, native_text: str, tmp_path: Any) -> None:
+    """No ``encoding``: containerized audio, sniffed and decoded as it streams in 250 ms slices (about 2 KB)."""
+    payload = _webm_opus(two_sentences_16k(), tmp_path)
+    seconds = len(two_sentences_16k()) / 16000
+    per_250ms = int(len(payload) / seconds / 4) + 1
+    messages = asyncio.run(
+        run_live(dialect_server, payload, per_250ms * 10, after=["CloseStream"], endpointing=500)
+    )  # fmt: skip
+    assert len(finals(messages)) >= 2 and messages[-1].type == "Metadata"
+    assert_wer_close(transcript(messages), native_text, points=1)
+
+
+def test_native_webm_and_garbage_containers(dialect_server: ServerHandle, native_text: str, tmp_path: Any) -> None:
+    """Protocol v1 takes the same stream as ``encoding=webm``; bytes that are not a container get a clear
+    ``invalid_audio`` error."""
+    import json
+
+    import websockets
+
+    payload = _webm_opus(two_sentences_16k(), tmp_path)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    async def session(data: bytes) -> list[dict[str, Any]]:
+        url = f"{dialect_server.ws_url}/v1/listen?encoding=webm"
+        events: list[dict[str, Any]] = []
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            for i in range(0, len(data), 2000):
+                await ws.send(data[i : i + 2000])
+                await asyncio.sleep(0.02)
+            await ws.send(json.dumps({"type": "close_stream"}))
+            async for message in ws:
+                events.append(json.loads(message))
+        return events
+
+    events = asyncio.run(session(payload))
+    finals_text = " ".join(e["text"] for e in events if e["type"] == "final")
+    assert events[-1]["type"] == "session.closed"
+    assert_wer_close(finals_text, native_text, points=1)
+    errors = [e for e in asyncio.run(session(b"this is not a webm stream" * 100)) if e["type"] == "error"]
+    assert errors and errors[0]["code"] == "invalid_audio" and "WebM" in errors[0]["message"]

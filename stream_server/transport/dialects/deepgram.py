@@ -61,7 +61,7 @@ _ENCODINGS = {
     "linear32": "pcm_f32le",
     "mulaw": "mulaw",
     "alaw": "alaw",
-    "opus": "opus",
+    "opus": "ogg",  # Deepgram's opus is Ogg Opus
     "ogg-opus": "auto",
     "flac": "auto",
 }
