@@ -245,14 +245,18 @@ def split_utterances(
     endpointing_ms: int = 500,
     aggressiveness: int = 2,
 ) -> list[tuple[int, int]]:
-    """Offline use: sample ranges ``[start, end)`` of the utterances in ``audio`` (16 kHz float32)."""
+    """Offline use: sample ranges ``[start, end)`` of the utterances in ``audio`` (16 kHz float32, or int16
+    converted 10 s at a time)."""
     segmenter = VadSegmenter(
         SegmenterConfig(aggressiveness=aggressiveness, endpointing_ms=endpointing_ms, max_utterance_s=max_utterance_s)
     )
     ranges: list[tuple[int, int]] = []
     step = SAMPLE_RATE * 10
     for offset in range(0, len(audio), step):
-        for event in segmenter.push(audio[offset : offset + step]):
+        piece = audio[offset : offset + step]
+        if piece.dtype == np.int16:
+            piece = piece.astype(np.float32) * np.float32(1 / 32768)
+        for event in segmenter.push(piece):
             if isinstance(event, UtteranceEnded):
                 ranges.append((event.start_sample, event.end_sample))
     for event in segmenter.flush():
