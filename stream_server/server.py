@@ -8,9 +8,9 @@ cannot see it. The guards here are:
 - **Connection cap** (``max_connections``, HTTP and websocket together): past it, the oldest connection
   still sending its request head is dropped to make room, so ``/healthz`` and real clients get through a flood
   of idle sockets; when there is none, the new connection gets ``503`` in OpenAI's error shape and is closed.
-- **Bounded writes**: while a websocket's write buffer is over the transport's high-water mark, reading from
-  that client pauses too, so a client that sends pings (or anything) and never reads cannot make the server
-  buffer replies (pongs included) without bound.
+- **Bounded writes**: pongs are not written while a websocket's write buffer is over the transport's
+  high-water mark (the app's own sends already wait for it), so a client that floods pings and never reads
+  cannot make the server buffer replies without bound.
 - **Closing never waits forever**: a connection that was closed but whose client does not read the last
   bytes is aborted ``drain_timeout_s`` later (asyncio's ``close()`` otherwise waits for a flush that never
   comes), and so is a websocket whose close frame cannot be written within that time.
@@ -225,7 +225,6 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     answered at once."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
-    _write_blocked = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -246,22 +245,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self._write_blocked = True
-        self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._write_blocked = False
-        if not self.read_paused and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    async def receive(self) -> Any:
-        message = await super().receive()
-        if self._write_blocked and not self.transport.is_closing():
-            self.transport.pause_reading()  # uvicorn resumed reading for the app; the write side says no
-        return message
+    def handle_ping(self) -> None:
+        pong = b"".join(self.conn.data_to_send())
+        if self.transport.get_write_buffer_size() > self.transport.get_write_buffer_limits()[1]:
+            return  # the client is not reading: answer only pings that come while it does (RFC 6455 5.5.3)
+        self.transport.write(pong)
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close" and not self.writable.is_set():
