@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -67,6 +68,31 @@ class ConnectionLimits:
         """``fd_limit``: the process's open-file limit; the cap stays below it so ``accept()`` never fails."""
         cap = min(settings.max_connections, max(16, fd_limit - RESERVED_FDS))
         return cls(cap, settings.header_timeout_s, settings.drain_timeout_s)
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+
+def bound_allocator() -> bool:
+    """What the Docker image's ``MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=0`` do, for any install: glibc
+    otherwise keeps memory freed by ended sessions in per-thread arenas and, once a large buffer was freed,
+    serves later large buffers from the heap instead of ``mmap`` (see docs/decisions.md#memory-plateau).
+    Variables set in the environment win; returns whether the settings were applied (glibc only)."""
+    if any(name.startswith("MALLOC_") for name in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    applied = [
+        libc.mallopt(_M_ARENA_MAX, 2),
+        libc.mallopt(_M_TRIM_THRESHOLD, 0),
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024),
+    ]
+    return all(applied)
 
 
 def raise_fd_limit() -> int:
@@ -319,6 +345,8 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings, app_factory: Callable[[Settings], FastAPI], log_config: dict[str, Any] | None) -> None:
     """Run the server for ``settings`` until SIGTERM/SIGINT."""
     fd_limit = raise_fd_limit()
+    if bound_allocator():
+        log.info("allocator: at most 2 malloc arenas, freed memory trimmed (set MALLOC_* variables to override)")
     process_upload_guard().configure(
         max_decodes=settings.max_upload_decodes or max(2, os.cpu_count() or 2),
         max_audio_s=max(settings.max_upload_audio_held_s, settings.max_upload_duration_s),
