@@ -121,9 +121,9 @@ class Settings(BaseSettings):
     )
     header_timeout_s: float = Field(10.0, description="a connection must send a complete request head within this")
     drain_timeout_s: float = Field(
-        5.0, description="a closed connection whose client does not read its last bytes is aborted after this"
+        5.0, description="a closed connection whose client reads none of its last bytes for this long is aborted"
     )
-    max_upload_decodes: int = Field(0, description="uploads decoded at once (0: the CPU count, at least 2); more: 503")
+    max_upload_decodes: int = Field(0, description="uploads decoded at once (0: the CPU count, at least 4); more: 503")
     max_upload_audio_held_s: float = Field(
         8 * 3600.0,
         description="decoded audio all uploads in progress may hold (at least --max-upload-duration-s); more: 503",

@@ -11,9 +11,9 @@ cannot see it. The guards here are:
 - **Bounded writes**: pongs are not written while a websocket's write buffer is over the transport's
   high-water mark (the app's own sends already wait for it), so a client that floods pings and never reads
   cannot make the server buffer replies without bound.
-- **Closing never waits forever**: a connection that was closed but whose client does not read the last
-  bytes is aborted ``drain_timeout_s`` later (asyncio's ``close()`` otherwise waits for a flush that never
-  comes), and so is a websocket whose close frame cannot be written within that time.
+- **Closing never waits forever**: a connection that was closed but whose client has read none of the last
+  bytes for ``drain_timeout_s`` is aborted (asyncio's ``close()`` otherwise waits for a flush that never
+  comes), and so is a websocket whose close frame waits that long behind a buffer the client does not read.
 - **Handshake lines over websockets' limit** (8192 bytes per request or header line, see
   ``HANDSHAKE_LINE_LIMIT_BYTES``) are answered at once (``414``/``431``) instead of holding the socket.
 
@@ -107,8 +107,8 @@ def raise_fd_limit() -> int:
 
 
 class _DrainBoundedTransport(asyncio.Transport):
-    """A transport whose ``close()`` turns into ``abort()`` when the peer has not taken the remaining bytes
-    within ``drain_timeout_s``: a client that stopped reading cannot hold the socket and its buffer."""
+    """A transport whose ``close()`` turns into ``abort()`` once the peer has taken none of the remaining
+    bytes for ``drain_timeout_s``: a client that stopped reading cannot hold the socket and its buffer."""
 
     def __init__(self, inner: asyncio.Transport, drain_timeout_s: float, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -121,7 +121,20 @@ class _DrainBoundedTransport(asyncio.Transport):
     def close(self) -> None:
         self.inner.close()
         if self._abort_timer is None and not self._lost:
-            self._abort_timer = self._loop.call_later(self._drain_timeout_s, self.inner.abort)
+            self._schedule_abort(self.inner.get_write_buffer_size())
+
+    def _schedule_abort(self, buffered: int) -> None:
+        self._abort_timer = self._loop.call_later(self._drain_timeout_s, self._abort_unless_draining, buffered)
+
+    def _abort_unless_draining(self, buffered_before: int) -> None:
+        """Abort, unless the peer took some of the remaining bytes since the last look (then look again)."""
+        if self._lost:
+            return
+        buffered = self.inner.get_write_buffer_size()
+        if 0 < buffered < buffered_before:
+            self._schedule_abort(buffered)
+            return
+        self.inner.abort()
 
     def connection_lost(self) -> None:
         """The protocol saw the connection end: no abort is due any more."""
@@ -278,13 +291,23 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(pong)
 
     async def send(self, message: Any) -> None:
-        if message["type"] == "websocket.close" and not self.writable.is_set():
+        if message["type"] == "websocket.close":
+            await self._writable_or_abort()
+        await super().send(message)
+
+    async def _writable_or_abort(self) -> None:
+        """Wait for the write buffer to drain while the client keeps reading; abort the connection once it
+        has taken nothing for ``drain_timeout_s``."""
+        buffered = self.transport.get_write_buffer_size()
+        while not self.writable.is_set():
             try:
                 await asyncio.wait_for(self.writable.wait(), self.limits.drain_timeout_s)
             except asyncio.TimeoutError:
-                self.transport.abort()
-                raise ClientDisconnected() from None
-        await super().send(message)
+                now_buffered = self.transport.get_write_buffer_size()
+                if now_buffered >= buffered:
+                    self.transport.abort()
+                    raise ClientDisconnected() from None
+                buffered = now_buffered
 
 
 def _protocol_classes(limits: ConnectionLimits) -> tuple[type[GuardedH11Protocol], type[GuardedWebSocketProtocol]]:
@@ -348,7 +371,7 @@ def serve(settings: Settings, app_factory: Callable[[Settings], FastAPI], log_co
     if bound_allocator():
         log.info("allocator: at most 2 malloc arenas, freed memory trimmed (set MALLOC_* variables to override)")
     process_upload_guard().configure(
-        max_decodes=settings.max_upload_decodes or max(2, os.cpu_count() or 2),
+        max_decodes=settings.max_upload_decodes or max(4, os.cpu_count() or 4),
         max_audio_s=max(settings.max_upload_audio_held_s, settings.max_upload_duration_s),
     )
     app = app_factory(settings)

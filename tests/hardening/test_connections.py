@@ -111,7 +111,7 @@ def test_a_session_that_ended_does_not_keep_a_never_reading_socket(guarded: Serv
     session closed with ``slow_consumer``: 20 clients, 20 fds held as long as they kept TCP open."""
     baseline = open_fds(guarded)
     clients = [RawWebsocket(guarded.port, rcvbuf=4096) for _ in range(8)]
-    assert open_fds(guarded) >= baseline + 8
+    assert open_fds(guarded) >= baseline + 4  # (a connection of an earlier test may be closing meanwhile)
     junk = json.dumps({"type": "x" * 100})  # each answered with an error event nobody reads
     for ws in clients:
         ws.sock.settimeout(5)
@@ -120,11 +120,13 @@ def test_a_session_that_ended_does_not_keep_a_never_reading_socket(guarded: Serv
                 ws.send_raw(b"".join(_masked_text(junk) for _ in range(1000)))
     # the sessions end (more than 50 events queued: slow_consumer); their sockets must go within the
     # drain timeout although the clients still hold them open and never read
-    released = wait_until(lambda: open_fds(guarded) <= baseline, 10 + DRAIN_TIMEOUT_S * 2, interval_s=0.25)
-    print(f"server fds: {baseline} before, {open_fds(guarded)} after 8 never-reading clients")
-    assert released, f"{open_fds(guarded) - baseline} fds still held for clients that never read"
-    for ws in clients:
-        ws.sock.close()
+    try:
+        released = wait_until(lambda: open_fds(guarded) <= baseline, 10 + DRAIN_TIMEOUT_S * 2, interval_s=0.25)
+        print(f"server fds: {baseline} before, {open_fds(guarded)} after 8 never-reading clients")
+        assert released, f"{open_fds(guarded) - baseline} fds still held for clients that never read"
+    finally:
+        for ws in clients:
+            ws.sock.close()
 
 
 def test_idle_and_trickling_sockets_are_closed_and_health_still_answers(guarded: ServerHandle) -> None:
