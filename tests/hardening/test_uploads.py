@@ -133,9 +133,9 @@ def test_sigterm_during_an_upload_decode_answers_503(tmp_path_factory: pytest.Te
     """Finding 10: the client got a dropped connection."""
     server = start_server(tmp_path_factory.mktemp("sigterm"))
     try:
-        long_file = silent_flac(120)
+        long_file = silent_flac(239)  # decodes for several seconds, inside the 4 h default limit
         thread, answer = in_thread(lambda: post(server, long_file, "long.flac"))
-        time.sleep(1.5)
+        time.sleep(1.0)
         server.process.send_signal(signal.SIGTERM)
         thread.join()
         assert answer[0].status_code == 503, answer[0].text
