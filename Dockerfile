@@ -30,7 +30,9 @@ ENV STREAM_SERVER_DEVICE=cuda
 # ------------------------------------------------------------------------------------------ final image
 FROM base-${BASE} AS runtime
 
-# MALLOC_*: glibc otherwise keeps memory freed by ended sessions (the soak test saw 100-250 MB plateau).
+# MALLOC_*: glibc otherwise keeps memory freed by ended sessions in per-thread arenas (see
+# docs/decisions.md#memory-plateau). Open files: the server raises its soft limit to the hard one at start-up
+# and keeps --max-connections below it; give it room with `docker run --ulimit nofile=65536:65536`.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MALLOC_ARENA_MAX=2 \

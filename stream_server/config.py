@@ -141,6 +141,24 @@ class Settings(BaseSettings):
         "", description="comma-separated URL prefixes a Twilio call's callback_url may use (empty: no webhooks)"
     )
 
+    # --- protection
+    max_connections: int = Field(
+        1000,
+        description=(
+            "open TCP connections, HTTP and websocket (kept below the open-file limit); past it the oldest "
+            "connection still sending its request head is dropped, or the new one gets 503"
+        ),
+    )
+    header_timeout_s: float = Field(10.0, description="a connection must send a complete request head within this")
+    drain_timeout_s: float = Field(
+        5.0, description="a closed connection whose client reads none of its last bytes for this long is aborted"
+    )
+    max_upload_decodes: int = Field(0, description="uploads decoded at once (0: the CPU count, at least 4); more: 503")
+    max_upload_audio_held_s: float = Field(
+        8 * 3600.0,
+        description="decoded audio all uploads in progress may hold (at least --max-upload-duration-s); more: 503",
+    )
+
     # --- testing
     fail_decode_marker: str = Field(
         "", description="TEST ONLY: decode batches holding a job whose prompt contains this text raise"

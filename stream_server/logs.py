@@ -6,7 +6,12 @@ tasks the session starts (they inherit the context). ``LoggerAdapter(extra={"ses
 where a line is logged from outside that context.
 
 API keys are never logged: settings print a count, and the one place a key could slip into a line, a
-query string someone stuffed it into (``?access_token=...``), is redacted here.
+query string someone stuffed it into (``?access_token=...``), is redacted here, also when the name is
+percent-encoded (``?access%5Ftoken=``, ``?%61ccess_token=``): a parameter is matched on its decoded name.
+
+Accept errors (``EMFILE`` when the process runs out of file descriptors) are logged by asyncio with a
+traceback on every retry; at most one such line per ``ACCEPT_ERROR_INTERVAL_S`` is kept, with a count of
+those dropped.
 """
 
 from __future__ import annotations
@@ -17,10 +22,26 @@ import logging
 import re
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 session_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
 
-_SECRET_IN_URL = re.compile(r"(?i)(\b(?:access_token|api_key|key|token)=)[^&\s\"']+")
+_SECRET_NAMES = frozenset({"access_token", "api_key", "apikey", "key", "token", "auth", "authorization"})
+# a query parameter: its name (maybe percent-encoded) after ? or & (or a word start), "=", its value
+_URL_PARAMETER = re.compile(r"(?<![\w%])([\w.%+-]{1,64})=([^&\s\"']+)")
+ACCEPT_ERROR_INTERVAL_S = 10.0
+
+
+def redact_secrets(message: str) -> str:
+    """``message`` with the value of every key-like parameter replaced, matched on the decoded name."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if unquote_plus(name).lower() in _SECRET_NAMES:
+            return f"{name}=[redacted]"
+        return match.group(0)
+
+    return _URL_PARAMETER.sub(replace, message)
 
 
 class _SessionAndRedaction(logging.Filter):
@@ -29,7 +50,7 @@ class _SessionAndRedaction(logging.Filter):
             record.session_id = session_id_var.get()
         message = record.getMessage()
         if "=" in message:
-            redacted = _SECRET_IN_URL.sub(r"\1[redacted]", message)
+            redacted = redact_secrets(message)
             if redacted != message:
                 record.msg, record.args = redacted, None
         return True
@@ -43,6 +64,30 @@ class _ClientFaultsWithoutTracebacks(logging.Filter):
         if record.name == "uvicorn.error" and str(record.msg).startswith("Invalid UTF-8 sequence"):
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class _RateLimitedAcceptErrors(logging.Filter):
+    """asyncio logs every failed ``accept()`` (out of file descriptors) with a traceback, thousands a
+    second under a connection flood: keep one line per interval, without the traceback."""
+
+    def __init__(self, interval_s: float = ACCEPT_ERROR_INTERVAL_S) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last_logged = -float("inf")
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "asyncio" or "accept" not in str(record.msg):
+            return True
+        now = time.monotonic()
+        if now - self._last_logged < self.interval_s:
+            self.suppressed += 1
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        record.msg = f"{record.getMessage()}: {exc} ({self.suppressed} similar lines dropped)"
+        record.args, record.exc_info, record.exc_text = None, None, None
+        self._last_logged, self.suppressed = now, 0
         return True
 
 
@@ -65,6 +110,7 @@ def configure_logging(level: str, fmt: str) -> dict[str, Any]:
     handler = logging.StreamHandler()
     handler.addFilter(_SessionAndRedaction())
     handler.addFilter(_ClientFaultsWithoutTracebacks())
+    handler.addFilter(_RateLimitedAcceptErrors())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from .decode.types import FALLBACK_TEMPERATURES, SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind, Task
+from .media import pcm16_to_float32
 
 # faster-whisper drops the previous-text prompt after a decode that needed a temperature above this.
 PROMPT_RESET_TEMPERATURE = 0.5
@@ -200,8 +201,9 @@ async def transcribe_segments(
     max_chunk_s: float = 25.0,
     language_found: Callable[[str], None] | None = None,
 ) -> AsyncIterator[TranscriptSegment]:
-    """Decode ``audio`` (16 kHz mono float32, not written to while this runs) chunk by chunk, yielding
-    segments in file order as they complete.
+    """Decode ``audio`` (16 kHz mono int16 as uploads are held, or float32; not written to while this runs)
+    chunk by chunk, yielding segments in file order as they complete. Each job gets a float32 copy of its
+    chunk only.
 
     ``owner`` names the request to the engine; when the consumer stops early (client gone, error), the
     generator's ``finally`` cancels this request's queued jobs so they do not occupy the model.
@@ -224,7 +226,7 @@ async def transcribe_segments(
                 job = DecodeJob(
                     owner=owner,
                     kind=JobKind.OFFLINE,
-                    audio=audio[start:end],
+                    audio=pcm16_to_float32(audio[start:end]),
                     options=_with_language(options, progress.language),
                     prompt_text=_prompt_tail(progress.recent_texts),
                 )

@@ -1,7 +1,10 @@
 """VAD utterance segmenter: 16 kHz float32 samples in, utterance boundaries (with their audio) out.
 
-Theory of operation. Audio is cut into 30 ms frames. A frame is *voiced* when it is louder than an energy
-floor and webrtcvad says speech (webrtcvad alone marks near-silent hum and dither as speech). Speech starts
+Theory of operation. Audio is cut into 30 ms frames. A frame is *voiced* when the speech classifier says
+so: by default ``webrtc_classifier``, which asks webrtcvad only about frames that stand out of the noise
+floor (``LevelGate``: webrtcvad alone marks hum, dither and white noise as speech) and hands it every frame
+brought to a fixed level, so that detection does not depend on how loud the recording is (quiet telephone
+and far-field speech). Speech starts
 once ``start_voiced_frames`` of the last ``start_window_frames`` frames are voiced; the utterance then
 begins ``preroll_ms`` before the first of those frames so the first word is not clipped. It ends after
 ``endpointing_ms`` of unvoiced frames and keeps ``tail_ms`` of that silence (Whisper drops final words of
@@ -46,8 +49,11 @@ class SegmenterConfig:
     start_voiced_frames: int = 4
     cut_search_s: float = 3.0
     soft_endpointing_ms: int = 200
-    # -50 dBFS: below this a frame is silence whatever webrtcvad says.
-    energy_floor_rms: float = 10 ** (-50 / 20)
+    # LevelGate (the default classifier's): a voiced frame stands speech_over_floor_db above the quietest
+    # frame of the last noise_floor_window_s and above min_speech_rms (-80 dBFS: dither, digital silence).
+    noise_floor_window_s: float = 3.0
+    speech_over_floor_db: float = 6.0
+    min_speech_rms: float = 10 ** (-80 / 20)
 
 
 @dataclass(frozen=True)
@@ -72,13 +78,47 @@ class UtteranceEnded:
 SegmentEvent = UtteranceStarted | UtteranceEnded
 
 
-def webrtc_classifier(aggressiveness: int) -> SpeechClassifier:
+class LevelGate:
+    """Whether a frame stands out of the noise floor: at least ``over_floor_db`` louder than the quietest
+    frame of the last ``window_frames`` (itself included) and than ``min_rms``.
+
+    Steady noise, hum and tones vary by well under 1 dB from one 30 ms frame to the next, so after their
+    first frame they never pass, whatever their level; speech rises 10-30 dB out of its own pauses at any
+    level. The floor follows a rising noise within ``window_frames``.
+    """
+
+    def __init__(self, window_frames: int, over_floor_db: float, min_rms: float) -> None:
+        self._recent: deque[float] = deque(maxlen=max(1, window_frames))
+        self._over_floor = 10 ** (over_floor_db / 20)
+        self._min_rms = min_rms
+
+    def loud_enough(self, rms: float) -> bool:
+        self._recent.append(rms)
+        return rms >= max(self._min_rms, min(self._recent) * self._over_floor)
+
+
+# webrtcvad's model judges loudness too: it hears quiet frames brought up to -26 dBFS RMS (a usual speech
+# level), by at most 50 dB; whether a frame is loud enough is LevelGate's call.
+VAD_TARGET_RMS = 10 ** (-26 / 20)
+VAD_MAX_GAIN = 10 ** (50 / 20)
+
+
+def webrtc_classifier(aggressiveness: int, config: SegmenterConfig | None = None) -> SpeechClassifier:
+    """webrtcvad behind a ``LevelGate`` (settings from ``config``), for one channel: the gate has state."""
     import webrtcvad
 
+    source: SegmenterConfig | type[SegmenterConfig] = config or SegmenterConfig  # the gate's defaults
     vad = webrtcvad.Vad(aggressiveness)
+    gate = LevelGate(
+        int(source.noise_floor_window_s * 1000 // FRAME_MS), source.speech_over_floor_db, source.min_speech_rms
+    )
 
     def is_speech(frame: np.ndarray) -> bool:
-        pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        rms = float(np.sqrt(np.mean(frame * frame)))
+        if not gate.loud_enough(rms):
+            return False
+        gain = min(VAD_MAX_GAIN, VAD_TARGET_RMS / rms) if rms < VAD_TARGET_RMS else 1.0
+        pcm = (np.clip(frame * gain, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         return bool(vad.is_speech(pcm, SAMPLE_RATE))
 
     return is_speech
@@ -89,7 +129,7 @@ class VadSegmenter:
 
     def __init__(self, config: SegmenterConfig, is_speech: SpeechClassifier | None = None) -> None:
         self.config = config
-        self._is_speech = is_speech or webrtc_classifier(config.aggressiveness)
+        self._is_speech = is_speech or webrtc_classifier(config.aggressiveness, config)
         self._preroll = config.preroll_ms * SAMPLE_RATE // 1000
         self._tail = config.tail_ms * SAMPLE_RATE // 1000
         endpointing = config.endpointing_ms
@@ -192,7 +232,7 @@ class VadSegmenter:
     def _on_frame(self, frame_start: int) -> list[SegmentEvent]:
         frame = self._buf[frame_start - self._buf_start : frame_start - self._buf_start + FRAME_SAMPLES]
         rms = float(np.sqrt(np.mean(frame * frame)))
-        voiced = rms >= self.config.energy_floor_rms and self._is_speech(frame)
+        voiced = self._is_speech(frame)
         frame_end = frame_start + FRAME_SAMPLES
         self._recent.append(voiced)
         if self._utt_start is None:
@@ -264,7 +304,8 @@ class VadSegmenter:
 def split_utterances(
     audio: np.ndarray, *, max_utterance_s: float, endpointing_ms: int, aggressiveness: int
 ) -> list[tuple[int, int]]:
-    """Offline use: sample ranges ``[start, end)`` of the utterances in ``audio`` (16 kHz float32)."""
+    """Offline use: sample ranges ``[start, end)`` of the utterances in ``audio`` (16 kHz float32, or int16
+    converted 10 s at a time)."""
     segmenter = VadSegmenter(
         SegmenterConfig(
             aggressiveness=aggressiveness,
@@ -276,7 +317,10 @@ def split_utterances(
     ranges: list[tuple[int, int]] = []
     step = SAMPLE_RATE * 10
     for offset in range(0, len(audio), step):
-        for event in segmenter.push(audio[offset : offset + step]):
+        piece = audio[offset : offset + step]
+        if piece.dtype == np.int16:
+            piece = piece.astype(np.float32) * np.float32(1 / 32768)
+        for event in segmenter.push(piece):
             if isinstance(event, UtteranceEnded):
                 ranges.append((event.start_sample, event.end_sample))
     for event in segmenter.flush():

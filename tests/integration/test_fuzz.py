@@ -368,6 +368,32 @@ def test_random_uploads(
         assert set(error) == {"message", "type", "param", "code"} and error["message"], error
 
 
+def test_random_frames_from_a_client_that_never_reads(server: ServerHandle, good_sessions: GoodSessions) -> None:
+    """Pings and junk messages from a client that never reads a byte (issue 18 finding 1): the
+    server's memory stays bounded and, once the client goes quiet, its socket is let go."""
+    import random
+
+    from ..conftest import RawWebsocket, rss_mb
+
+    rng = random.Random(18)
+    assert wait_until(lambda: len(good_sessions.results) >= 1, 120)  # the model warmed up: RSS means memory held
+    ws = RawWebsocket(server.port, rcvbuf=4096, timeout_s=5)
+    before = rss_mb(server)
+    frames = []
+    for _ in range(20000):
+        opcode = rng.choice([0x89, 0x89, 0x89, 0x81])  # pings and junk messages (audio would warm the model up)
+        payload = os.urandom(rng.randrange(0, 126)) if opcode != 0x81 else b'{"type": "%d"}' % rng.randrange(99)
+        frames.append(bytes([opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)  # a zero mask is valid
+    with contextlib.suppress(OSError):
+        for _ in range(10):
+            ws.sock.sendall(b"".join(frames))
+    assert rss_mb(server) - before < 40
+    TALLY["never-reading flood frames"] = 10 * len(frames)
+    ws.sock.shutdown(socket.SHUT_WR)  # stops sending, still never reads
+    assert wait_until(lambda: server_status(server)["sessions"] <= 1, 90), server_status(server)
+    ws.sock.close()
+
+
 def test_the_server_is_whole_after_fuzzing(server: ServerHandle, good_sessions: GoodSessions) -> None:
     """Runs last in this module: every fuzz session is gone and the server still transcribes."""
     assert wait_until(lambda: server_status(server)["sessions"] <= 1, 30), server_status(server)

@@ -28,7 +28,15 @@ from ..helpers import StreamResult, silence, stream_audio, synthesize, to_pcm16,
 LONG = os.environ.get("STREAM_TESTS_LONG") == "1"
 WAVES, WAVE_SIZE = (30, 100) if LONG else (10, 30)
 GOOD_TEXT = "The train to the city leaves at half past seven."
-DROP_KINDS = ("after_handshake", "mid_utterance", "after_finalize", "mid_frame", "during_handshake", "close_frame")
+DROP_KINDS = (
+    "after_handshake",
+    "mid_utterance",
+    "after_finalize",
+    "mid_frame",
+    "during_handshake",
+    "close_frame",
+    "never_reads",
+)
 
 
 # glibc keeps freed memory in per-thread arenas (CTranslate2 runs several threads): RSS then grows by 100-250 MB
@@ -78,6 +86,12 @@ async def drop_one(server: ServerHandle, kind: str, speech: bytes, rng: random.R
     if kind == "close_frame":
         await ws.close()  # a polite close, but without close_stream: the open utterance is abandoned
         return
+    if kind == "never_reads":
+        # stops reading (the client pauses its transport), asks for the end, holds the socket a while
+        ws.transport.pause_reading()
+        await ws.send(speech)
+        await ws.send(json.dumps({"type": "close_stream"}))
+        await asyncio.sleep(1.0 + rng.random())
     await asyncio.sleep(rng.random() * 0.05)
     ws.transport.abort()
 
@@ -157,6 +171,7 @@ def test_dropped_sessions_leave_nothing_behind(server: ServerHandle) -> None:
     # that this much concurrency needs (CTranslate2's allocator keeps what its largest batch used)
     soak(server, 3, speech, rng, tally)
     baseline_mb = rss_mb(server)
+    fds_at_start = len(os.listdir(f"/proc/{server.process.pid}/fd"))
     first = soak(server, WAVES // 2, speech, rng, tally)
     first_mb = rss_mb(server)
     second = soak(server, WAVES - WAVES // 2, speech, rng, tally)
@@ -167,6 +182,8 @@ def test_dropped_sessions_leave_nothing_behind(server: ServerHandle) -> None:
         f"{baseline_mb:.0f} MB, after the first half {first_mb:.0f} MB, after the second {second_mb:.0f} MB"
     )
     assert metric_value(server, "stream_active_sessions") == 0
+    # no socket kept for a client gone or never reading (the listening socket, the log, the model's files)
+    assert wait_until(lambda: len(os.listdir(f"/proc/{server.process.pid}/fd")) <= fds_at_start, 15)
     assert metric_value(server, "decode_queue_depth") == 0
     # A leak of what a session holds (the audio it sent: ~100 KB on average here) would cost tens of MB per half
     # in short mode, hundreds in long mode, and as much again in the second half.

@@ -166,6 +166,8 @@ def test_sessions_over_the_maximum_are_refused_with_1013(make_client: Any) -> No
         ws.receive_json()
         message, code = refusal(client, "/v1/listen")
         assert message["code"] == "too_many_sessions" and code == 1013
+        ws.send_json({"type": "close_stream"})  # leave the first session the way a client would
+        assert until_closed(ws)[1] == 1000
 
 
 def test_errors_are_counted_with_the_dialect_label(client: TestClient) -> None:

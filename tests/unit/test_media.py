@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from stream_server.errors import AudioFormatError, LimitExceeded, UnsupportedFormat
-from stream_server.media import SAMPLE_RATE, decode_audio
+from stream_server.media import SAMPLE_RATE, decode_audio, pcm16_to_float32
 
 TONE_HZ = 440.0
 
@@ -44,6 +44,29 @@ def encode_tone(
         for packet in stream.encode(None):
             container.mux(packet)
     return buffer.getvalue()
+
+
+def encode_many_channels(container_format: str, *, rate: int, channels: int, seconds: float) -> bytes:
+    """The tone in channel 0 of a WAV (soundfile writes any channel count; PyAV's encoder knows layouts up
+    to 8 channels only), remuxed into ``container_format`` unless that is WAV."""
+    import soundfile as sf
+
+    t = np.arange(int(rate * seconds)) / rate
+    planes = np.zeros((len(t), channels), dtype=np.float32)
+    planes[:, 0] = 0.5 * np.sin(2 * np.pi * TONE_HZ * t)
+    wav = io.BytesIO()
+    sf.write(wav, planes, rate, format="WAV", subtype="PCM_16")
+    if container_format == "wav":
+        return wav.getvalue()
+    wav.seek(0)
+    remuxed = io.BytesIO()
+    with av.open(wav) as source, av.open(remuxed, "w", format=container_format) as target:
+        stream = target.add_stream_from_template(source.streams.audio[0])
+        for packet in source.demux(source.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    return remuxed.getvalue()
 
 
 def _frame(chunk: np.ndarray, fmt: str, layout: str, rate: int) -> av.AudioFrame:
@@ -82,16 +105,34 @@ def test_formats_decode_to_16k_mono(container_format: str, codec: str, name: str
     rate = 48000 if codec == "libopus" else 44100
     data = encode_tone(container_format, codec, rate=rate, channels=2)
     audio = decode_audio(io.BytesIO(data), filename=name, max_duration_s=60)
-    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert audio.dtype == np.int16 and audio.ndim == 1  # held as int16: half of float32
     assert abs(len(audio) / SAMPLE_RATE - 2.0) < 0.1  # codecs add a few ms of priming/padding
     assert abs(dominant_hz(audio) - TONE_HZ) < 2.0
-    assert np.abs(audio).max() <= 1.0
+    assert 0.1 < np.abs(pcm16_to_float32(audio)).max() <= 1.0
 
 
-@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (16000, 1), (22050, 2), (48000, 6)])
-def test_any_rate_and_channel_count(rate: int, channels: int) -> None:
-    data = encode_tone("wav", "pcm_s16le", rate=rate, channels=channels, seconds=1.5)
-    audio = decode_audio(io.BytesIO(data), filename="x.wav", max_duration_s=60)
+@pytest.mark.parametrize(
+    ("container_format", "rate", "channels"),
+    [
+        ("wav", 8000, 1),
+        ("wav", 16000, 1),
+        ("wav", 22050, 2),
+        ("wav", 48000, 6),
+        # issue 18 finding 9: more than 8 channels were refused as "corrupt" (FFmpeg knows no such layout)
+        ("wav", 16000, 9),
+        ("matroska", 48000, 9),
+        ("wav", 48000, 32),
+        ("wav", 16000, 64),
+    ],
+)
+def test_any_rate_and_channel_count(container_format: str, rate: int, channels: int) -> None:
+    if channels > 8:
+        data = encode_many_channels(container_format, rate=rate, channels=channels, seconds=1.5)
+    else:
+        data = encode_tone(container_format, "pcm_s16le", rate=rate, channels=channels, seconds=1.5)
+    audio = decode_audio(
+        io.BytesIO(data), filename="x.mka" if container_format == "matroska" else "x.wav", max_duration_s=60
+    )
     assert abs(len(audio) - 1.5 * SAMPLE_RATE) <= 2
     assert abs(dominant_hz(audio) - TONE_HZ) < 2.0
 
@@ -178,3 +219,15 @@ def test_truncated_file_keeps_the_audio_before_the_damage() -> None:
     data = encode_tone("mp3", "libmp3lame", rate=44100, seconds=4.0)
     audio = decode_audio(io.BytesIO(data[: len(data) // 2]), filename="cut.mp3", max_duration_s=60)
     assert 1.5 < len(audio) / SAMPLE_RATE < 2.5
+
+
+@pytest.mark.parametrize("declared_hz", [1, 4000, 768000])
+def test_absurd_sample_rates_are_refused(declared_hz: int) -> None:
+    """Issue 18 finding 2: a few KB of WAV declaring 1 Hz decoded to hours of audio (0.9 GB of float32)."""
+    data = bytearray(encode_tone("wav", "pcm_s16le", rate=8000, seconds=0.5))
+    assert data[24:28] == (8000).to_bytes(4, "little")
+    data[24:28] = declared_hz.to_bytes(4, "little")  # the fmt chunk's sample rate
+    data[28:32] = (declared_hz * 2).to_bytes(4, "little")  # and its byte rate
+    with pytest.raises(AudioFormatError) as info:
+        decode_audio(io.BytesIO(bytes(data)), filename="slow.wav", max_duration_s=4 * 3600)
+    assert info.value.http_status == 400 and f"{declared_hz} Hz" in info.value.message
