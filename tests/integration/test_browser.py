@@ -25,7 +25,7 @@ import pytest
 
 from ..conftest import start_server_with_keys
 from ..helpers import silence, synthesize, write_wav
-from ..unit.test_formats import parse_srt, parse_vtt
+from ..transport.test_formats import parse_srt, parse_vtt
 
 CHROMIUM = Path(os.environ.get("STREAM_SERVER_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT_COPY = Path("/tmp/stream-server-browser.png")
