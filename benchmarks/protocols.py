@@ -73,7 +73,8 @@ class StreamAdapter:
     async def handshake(self, ws: Any, timeout_s: float) -> None:
         """After connecting, before audio."""
 
-    def audio_frame(self, pcm_s16le: bytes) -> bytes:
+    def audio_frame(self, pcm_s16le: bytes) -> bytes | str:
+        """What carries one chunk of audio: binary PCM, or a text frame for protocols that want JSON."""
         return pcm_s16le
 
     async def finish(self, ws: Any, audio_s: float, timeout_s: float) -> None:
@@ -314,5 +315,13 @@ class AdapterConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def make(self) -> StreamAdapter:
+        if self.protocol in ("deepgram", "openai_realtime"):  # this server's other dialects
+            from .dialect_adapters import DeepgramAdapter, OpenAIRealtimeAdapter
+
+            dialects: dict[str, type[StreamAdapter]] = {
+                "deepgram": DeepgramAdapter,
+                "openai_realtime": OpenAIRealtimeAdapter,
+            }
+            return dialects[self.protocol](**self.options)
         adapter: StreamAdapter = ADAPTERS[self.protocol](**self.options)
         return adapter

@@ -214,14 +214,19 @@ def _rounded(summary: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True, help="ws://host:port of a running server")
-    parser.add_argument("--protocol", choices=["native", "whisperlive", "whisperlivekit"], default="native")
+    parser.add_argument(
+        "--protocol",
+        choices=["native", "deepgram", "openai_realtime", "whisperlive", "whisperlivekit"],
+        default="native",
+    )
     parser.add_argument("--clients", default="1,2,4", help="comma-separated concurrency levels")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of audio per client (0: whole files)")
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--endpointing-ms", type=int, default=500)
     parser.add_argument("--workload", choices=["long", "turns"], default="long")
     args = parser.parse_args(argv)
-    options = {"endpointing_ms": args.endpointing_ms} if args.protocol == "native" else {}
+    ours = ("native", "deepgram", "openai_realtime")
+    options = {"endpointing_ms": args.endpointing_ms} if args.protocol in ours else {}
     if args.workload == "turns":
         from .workloads import Turns, load_turn_utterances
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
@@ -34,6 +35,7 @@ from .transport.dialect_routes import mount_dialect_routes
 from .transport.dialects.native import NativeDialect
 from .transport.errors import install_error_handlers
 from .transport.limits import StreamLimits
+from .transport.origins import OriginPolicy
 from .transport.registry import SessionRegistry
 from .transport.route import dialect_route
 from .transport.services import DecoderSlot, Services
@@ -55,6 +57,7 @@ def build_services(settings: Settings) -> Services:
         session_policy=policy,
         session_factory=session_factory(policy),
         limits=StreamLimits.from_settings(settings),
+        origins=OriginPolicy(settings.allowed_origins),
     )
 
 
@@ -100,6 +103,14 @@ def create_app(
     no_docs: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None} if svc.auth.enabled else {}
     app = FastAPI(title="stream-server", version=__version__, lifespan=lifespan, **no_docs)
     app.state.services = svc
+    allow_origins, allow_origin_regex = svc.origins.cors_origins()
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=allow_origins,
+        allow_origin_regex=allow_origin_regex,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
     install_error_handlers(app, svc.metrics)
     app.include_router(ops.health_router)
     app.include_router(ops.router)

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     prompt_reset_silence_s: float = Field(30.0, description="silence after which the rolling prompt is dropped")
 
     # --- limits
-    max_sessions: int = Field(64, description="concurrent websocket sessions")
+    max_sessions: int = Field(64, description="concurrent websocket streams (a connection with N channels counts N)")
     max_message_bytes: int = Field(1 << 20, description="largest websocket message")
     max_session_s: float = Field(4 * 3600.0, description="longest websocket session (wall seconds)")
     idle_timeout_s: float = Field(60.0, description="close a session with no audio or keepalive for this long")
@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     )
     twilio_webhook_prefixes: str = Field(
         "", description="comma-separated URL prefixes a Twilio call's callback_url may use (empty: no webhooks)"
+    )
+    allowed_origins: str = Field(
+        "",
+        description=(
+            "comma-separated browser origins allowed to open websockets and call the HTTP API cross-origin "
+            "(empty: the server's own origin and localhost; *: any)"
+        ),
     )
 
     # --- protection

@@ -65,6 +65,15 @@ class Unauthorized(ClientError):
     fatal = True
 
 
+class OriginNotAllowed(ClientError):
+    """A browser page from another origin tried to open a session (``--allowed-origins``)."""
+
+    code = "origin_not_allowed"
+    http_status = 403
+    error_type = "permission_error"
+    fatal = True
+
+
 class LimitExceeded(ClientError):
     code = "limit_exceeded"
     http_status = 413

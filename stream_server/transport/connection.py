@@ -94,6 +94,13 @@ class StreamConnection:
     # --- what the registry reads (``registry.LiveSession``)
 
     @property
+    def streams(self) -> int:
+        """Channels transcribed, once known (mixed down: one; a dialect that starts later: one until then)."""
+        if self.params is None or self.params.mixdown:
+            return 1
+        return self.params.channels
+
+    @property
     def backlog_seconds(self) -> float:
         return sum(s.backlog_seconds for s in self._sessions())
 

@@ -28,6 +28,11 @@ class LiveSession(Protocol):
     @property
     def is_closed(self) -> bool: ...
 
+    @property
+    def streams(self) -> int:
+        """What it counts against ``max_sessions``: its channels (a connection of 8 channels is 8 streams)."""
+        ...
+
 
 class SessionRegistry:
     """Owned by the event loop; one per app."""
@@ -41,8 +46,12 @@ class SessionRegistry:
         """Register ``session``; raises ``ShuttingDown`` or ``TooManySessions``."""
         if self.draining:
             raise ShuttingDown("the server is shutting down")
-        if len(self.sessions) >= self.max_sessions:
-            raise TooManySessions(f"the server holds its maximum of {self.max_sessions} sessions; retry later")
+        held = sum(s.streams for s in self.sessions.values())
+        if held + session.streams > self.max_sessions:
+            raise TooManySessions(
+                f"the server holds {held} of its {self.max_sessions} streams and this session needs "
+                f"{session.streams}; retry later"
+            )
         self.sessions[session.session_id] = session
 
     def remove(self, session: LiveSession) -> None:

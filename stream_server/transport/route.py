@@ -68,6 +68,7 @@ async def _serve(websocket: WebSocket, dialect: Dialect, session_id: str) -> Non
     handshake = handshake_of(websocket, svc)
     accepted: Accepted | None = None
     try:
+        svc.origins.check(handshake.headers)
         if isinstance(dialect, PresentsKey):
             svc.auth.check(dialect.presented_key(handshake))
         accepted = dialect.accept(handshake)

@@ -23,6 +23,7 @@ from ..metrics import Metrics
 from ..session.params import StreamParams
 from ..session.policy import SessionPolicy
 from .limits import StreamLimits
+from .origins import OriginPolicy
 from .registry import SessionRegistry
 from .session_api import SessionFactory
 
@@ -95,6 +96,7 @@ class Services:
     session_policy: SessionPolicy  # the server's streaming policy
     session_factory: SessionFactory
     limits: StreamLimits
+    origins: OriginPolicy
 
 
 def services(where: Starlette | HTTPConnection) -> Services:

@@ -155,9 +155,13 @@ def test_keys_are_checked_at_the_handshake(make_client: Any) -> None:
     assert message == {"type": "error", "code": "invalid_api_key", "message": "invalid API key"}
     with client.websocket_connect("/v1/listen", headers={"Authorization": "Bearer k1"}) as ws:
         assert ws.receive_json()["type"] == "session.started"
+        ws.send_json({"type": "close_stream"})  # each session ends the way a client ends it
+        until_closed(ws)
     with client.websocket_connect("/v1/listen", subprotocols=["bearer.k1"]) as ws:
         assert ws.accepted_subprotocol == "bearer.k1"
         assert ws.receive_json()["type"] == "session.started"
+        ws.send_json({"type": "close_stream"})
+        until_closed(ws)
 
 
 def test_sessions_over_the_maximum_are_refused_with_1013(make_client: Any) -> None:

@@ -5,9 +5,11 @@ Each raises ``InvalidParameter`` naming the parameter, so a refusal says exactly
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from ...errors import InvalidParameter
+from ...errors import InvalidParameter, ProtocolError
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
@@ -62,3 +64,15 @@ def glossary_prompt(base_prompt: str, terms: Sequence[str]) -> str:
         return base_prompt
     glossary = "Glossary: " + ", ".join(dict.fromkeys(cleaned)) + "."
     return f"{base_prompt} {glossary}".strip()
+
+
+def json_object(text: str, kind_field: str) -> dict[str, Any]:
+    """A client's text frame as a JSON object; ``ProtocolError`` saying what is wrong with it otherwise
+    (``kind_field``: the member that names the message, ``type`` or ``event``)."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):  # also nesting too deep, or a number of thousands of digits
+        raise ProtocolError("message is not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"message must be a JSON object with a '{kind_field}'")
+    return message

@@ -17,7 +17,6 @@ answered by a ``from_finalize`` result, an empty one when nothing was open. Fiel
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from ._query import (
     MIN_SAMPLE_RATE,
     base_language,
     glossary_prompt,
+    json_object,
     last,
     parse_bool,
     parse_int,
@@ -171,12 +171,7 @@ class DeepgramDialect:
         return [AudioIn(data)]
 
     def on_text(self, text: str) -> list[ClientCommand]:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            raise ProtocolError("message is not JSON") from None
-        if not isinstance(message, dict):
-            raise ProtocolError("message must be a JSON object with a 'type'")
+        message = json_object(text, "type")
         kind = message.get("type")
         if kind == "KeepAlive":
             return [KeepAliveIn()]

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ...errors import IdleTimeout, InvalidParameter, ProtocolError, StreamServerError
 from ...session.events import DecodeError, Final, Partial, SessionEvent, SpeechEnded, SpeechStarted
-from ._query import last
+from ._query import json_object, last
 from .base import (
     Accepted,
     AudioIn,
@@ -112,12 +111,7 @@ class OpenAIRealtimeDialect:
 
     def on_text(self, text: str) -> list[ClientCommand]:
         self._client_event_id = None
-        try:
-            event = json.loads(text)
-        except ValueError:
-            raise ProtocolError("the event is not valid JSON") from None
-        if not isinstance(event, dict):
-            raise ProtocolError("an event must be a JSON object with a 'type'")
+        event = json_object(text, "type")
         event_id = event.get("event_id")
         self._client_event_id = event_id if isinstance(event_id, str) else None
         kind = event.get("type")

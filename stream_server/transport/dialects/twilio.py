@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import replace
 from typing import Any, ClassVar, Protocol
 
 from ...errors import InvalidParameter, ProtocolError, StreamServerError, Unauthorized
 from ...session.events import Final, SessionEvent
 from ...session.params import StreamParams
-from ._query import base_language, parse_bool, parse_int
+from ._query import base_language, json_object, parse_bool, parse_int
 from .base import (
     Accepted,
     AudioIn,
@@ -98,12 +97,7 @@ class TwilioDialect:
         raise ProtocolError("Twilio Media Streams send JSON text frames only")
 
     def on_text(self, text: str) -> list[ClientCommand]:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            raise ProtocolError("message is not JSON") from None
-        if not isinstance(message, dict):
-            raise ProtocolError("message must be a JSON object with an 'event'")
+        message = json_object(text, "event")
         event = message.get("event")
         if event == "media":
             return self._media(message.get("media"))
