@@ -97,8 +97,11 @@ class LevelGate:
         return rms >= max(self._min_rms, min(self._recent) * self._over_floor)
 
 
-# webrtcvad's model judges loudness too: it hears quiet frames brought up to -26 dBFS RMS (a usual speech
-# level), by at most 50 dB; whether a frame is loud enough is LevelGate's call.
+# webrtcvad's model judges loudness too: it hears a quiet stream brought up so that its loudest frame of the
+# last few seconds is at -26 dBFS RMS (a usual speech level), by at most 50 dB. One gain for the stretch, not one
+# per frame: a pause brought up frame by frame to speech level sounds like speech to webrtcvad, which held
+# utterances open past their end (see docs/decisions.md#energy-floor). Whether a frame is loud enough at all is
+# LevelGate's call.
 VAD_TARGET_RMS = 10 ** (-26 / 20)
 VAD_MAX_GAIN = 10 ** (50 / 20)
 
@@ -109,15 +112,17 @@ def webrtc_classifier(aggressiveness: int, config: SegmenterConfig | None = None
 
     source: SegmenterConfig | type[SegmenterConfig] = config or SegmenterConfig  # the gate's defaults
     vad = webrtcvad.Vad(aggressiveness)
-    gate = LevelGate(
-        int(source.noise_floor_window_s * 1000 // FRAME_MS), source.speech_over_floor_db, source.min_speech_rms
-    )
+    window = int(source.noise_floor_window_s * 1000 // FRAME_MS)
+    gate = LevelGate(window, source.speech_over_floor_db, source.min_speech_rms)
+    recent: deque[float] = deque(maxlen=max(1, window))  # frame levels whose loudest sets the gain
 
     def is_speech(frame: np.ndarray) -> bool:
         rms = float(np.sqrt(np.mean(frame * frame)))
+        recent.append(rms)
         if not gate.loud_enough(rms):
             return False
-        gain = min(VAD_MAX_GAIN, VAD_TARGET_RMS / rms) if rms < VAD_TARGET_RMS else 1.0
+        level = max(recent)
+        gain = min(VAD_MAX_GAIN, VAD_TARGET_RMS / level) if level < VAD_TARGET_RMS else 1.0
         pcm = (np.clip(frame * gain, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         return bool(vad.is_speech(pcm, SAMPLE_RATE))
 
