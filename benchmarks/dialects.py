@@ -21,7 +21,14 @@ from .stream_load import run_level
 from .workloads import Turns, load_turn_utterances
 
 RESULTS = Path(__file__).parent / "results"
-PROTOCOLS = ("native", "deepgram", "openai_realtime")
+# (system name, protocol, options): Deepgram's answers always carry word timings, so protocol v1 with word
+# timestamps is measured too, as the like-for-like reference for it
+PROTOCOLS = (
+    ("native", "native", {}),
+    ("native+words", "native", {"word_timestamps": True}),
+    ("deepgram", "deepgram", {}),
+    ("openai_realtime", "openai_realtime", {}),
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", default="1,8,16")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of turns per client")
     parser.add_argument("--out", default=str(RESULTS / "dialects_cpu.json"))
+    parser.add_argument("--only", default="", help="comma-separated systems to run (default: all)")
     args = parser.parse_args(argv)
     turns = Turns(tuple(load_turn_utterances(default_audio_dir())), args.seconds)
     rows: list[dict[str, Any]] = []
@@ -36,22 +44,26 @@ def main(argv: list[str] | None = None) -> None:
     with ServerProcess(ours_command(), http_ok("/readyz"), name="ours") as server:
         for n in [int(x) for x in args.levels.split(",")]:
             excerpts = turns.excerpts(n)
-            for protocol in PROTOCOLS:
-                config = AdapterConfig(protocol, {"endpointing_ms": 500})
-                level = asyncio.run(run_level(protocol, server.ws_url, config, excerpts))
+            for system, protocol, options in PROTOCOLS:
+                if args.only and system not in args.only.split(","):
+                    continue
+                config = AdapterConfig(protocol, {"endpointing_ms": 500, **options})
+                level = asyncio.run(run_level(system, server.ws_url, config, excerpts))
                 row = level.to_json()
                 row.pop("per_client", None)
                 rows.append(row)
                 latency = row["final_latency_s"]
-                print(f"{protocol:16s} {n:3d} streams  p50 {latency['p50']} p95 {latency['p95']} "
+                print(f"{system:16s} {n:3d} streams  p50 {latency['p50']} p95 {latency['p95']} "
                       f"(n={latency['count']})  WER {row['wer']}  passed {row['passed']}", flush=True)  # fmt: skip
     comparison = []
     for row in rows:
-        native = next(r for r in rows if r["system"] == "native" and r["clients"] == row["clients"])
-        if row["system"] != "native" and row["final_latency_s"]["p50"] is not None:
+        reference = "native+words" if row["system"] == "deepgram" else "native"
+        native = next((r for r in rows if r["system"] == reference and r["clients"] == row["clients"]), None)
+        if native is not None and row["system"] != reference and row["final_latency_s"]["p50"] is not None:
             comparison.append(
                 {
                     "protocol": row["system"],
+                    "against": reference,
                     "streams": row["clients"],
                     "p50_minus_native_ms": round(
                         1000 * (row["final_latency_s"]["p50"] - native["final_latency_s"]["p50"]), 1

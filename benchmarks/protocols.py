@@ -102,9 +102,10 @@ class NativeAdapter(StreamAdapter):
 
     name = "native"
 
-    def __init__(self, endpointing_ms: int = 500) -> None:
+    def __init__(self, endpointing_ms: int = 500, word_timestamps: bool = False) -> None:
         super().__init__()
         self.endpointing_ms = endpointing_ms
+        self.word_timestamps = word_timestamps
         self.finals: list[v1.Final] = []
         self.session_closed: v1.SessionClosed | None = None
 
@@ -115,6 +116,8 @@ class NativeAdapter(StreamAdapter):
             "language": "en",
             "endpointing_ms": self.endpointing_ms,
         }
+        if self.word_timestamps:
+            params["word_timestamps"] = "true"
         return v1.session_url(base_url, params)
 
     async def finish(self, ws: Any, audio_s: float, timeout_s: float) -> None:

@@ -11,6 +11,7 @@ examples each, new random ones every run); see docs/operations.md.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import io
@@ -208,6 +209,73 @@ def test_random_frames_and_queries(
     valid, params = query
     events, code, _ = asyncio.run(fuzz_session(server, params, frames))
     check_session(params, frames, valid, events, code)
+
+
+_B64_SPEECH = [base64.b64encode(chunk).decode() for chunk in SPEECH_CHUNKS[:3]]
+DIALECT_FRAMES = {
+    "/deepgram/v1/listen?encoding=linear16&sample_rate=16000": st.one_of(
+        st.sampled_from(SPEECH_CHUNKS),
+        st.binary(max_size=2048),
+        st.sampled_from([json.dumps({"type": t}) for t in ("KeepAlive", "Finalize", "Configure", "Bogus")]),
+        st.text(max_size=60),
+        CONTROL,
+    ),
+    "/v1/realtime?intent=transcription": st.one_of(
+        st.sampled_from(_B64_SPEECH).map(lambda a: json.dumps({"type": "input_audio_buffer.append", "audio": a})),
+        st.text(max_size=40).map(lambda a: json.dumps({"type": "input_audio_buffer.append", "audio": a})),
+        st.sampled_from(
+            ["input_audio_buffer.commit", "input_audio_buffer.clear", "session.update", "response.create"]
+        ).map(lambda t: json.dumps({"type": t})),
+        st.dictionaries(st.sampled_from(["type", "session", "audio"]), st.text(max_size=12), max_size=3).map(
+            json.dumps
+        ),
+        st.binary(max_size=512),
+        st.text(max_size=60),
+    ),
+    "/v1/twilio/media": st.one_of(
+        st.just(
+            json.dumps({"event": "start", "start": {"callSid": "CAfuzz", "streamSid": "MZfuzz", "tracks": ["inbound"]}})
+        ),
+        st.binary(max_size=160).map(
+            lambda b: json.dumps(
+                {"event": "media", "media": {"track": "inbound", "payload": base64.b64encode(b).decode()}}
+            )
+        ),
+        st.text(max_size=40).map(lambda p: json.dumps({"event": "media", "media": {"payload": p}})),
+        st.sampled_from(["connected", "mark", "dtmf", "stop", "weird"]).map(lambda e: json.dumps({"event": e})),
+        st.text(max_size=60),
+        st.binary(max_size=64),
+    ),
+}
+CLOSERS = {"/deepgram/v1/listen?encoding=linear16&sample_rate=16000": json.dumps({"type": "CloseStream"}),
+           "/v1/twilio/media": json.dumps({"event": "stop"})}  # fmt: skip
+
+
+async def dialect_session(server: ServerHandle, path: str, frames: list[bytes | str]) -> int | None:
+    """Send ``frames`` to a dialect endpoint (then its close message, if it has one); the close code."""
+    async with websockets.connect(f"{server.ws_url}{path}", max_size=None, close_timeout=5) as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for frame in frames:
+                await ws.send(frame)
+            if path in CLOSERS:
+                await ws.send(CLOSERS[path])
+                with contextlib.suppress(asyncio.TimeoutError):
+                    async for _ in ws:  # until the server closes (Deepgram: after Metadata)
+                        pass
+        return ws.close_code
+
+
+@FUZZ
+@given(data=st.data(), path=st.sampled_from(sorted(DIALECT_FRAMES)))
+def test_random_frames_on_every_dialect(
+    server: ServerHandle, good_sessions: GoodSessions, data: st.DataObject, path: str
+) -> None:
+    """The dialect endpoints face the same fuzzing: whatever arrives, the server answers in the dialect's shape,
+    never closes with 1011 and never logs a traceback (checked when the module's server stops)."""
+    frames = data.draw(st.lists(DIALECT_FRAMES[path], max_size=12))
+    code = asyncio.run(asyncio.wait_for(dialect_session(server, path, frames), 120))
+    TALLY[f"dialect sessions {path.split('?')[0]}"] += 1
+    assert code != 1011, (path, frames[:5])
 
 
 def test_broken_websocket_framing_never_hurts_the_server(server: ServerHandle, good_sessions: GoodSessions) -> None:
