@@ -95,10 +95,8 @@ class StreamConnection:
 
     @property
     def streams(self) -> int:
-        """Channels transcribed, once known (mixed down: one; a dialect that starts later: one until then)."""
-        if self.params is None or self.params.mixdown:
-            return 1
-        return self.params.channels
+        """Channels transcribed (mixed down, or not started yet: one)."""
+        return 1 if self.params is None or self.params.mixdown else self.params.channels
 
     @property
     def backlog_seconds(self) -> float:
