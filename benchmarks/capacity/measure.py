@@ -31,6 +31,23 @@ KINDS = (("final", 1), ("final", 5), ("partial", 1))  # (kind, beam)
 MAX_ITEM_SECONDS = 80
 
 
+def _speech_and_backend() -> tuple[np.ndarray, Any]:
+    """The shared utterances' audio as one pool, and the embedded model as the server loads it (one thread)."""
+    from stream_server.config import Settings, embedded_model_path
+    from stream_server.decode.whisper_ct2 import WhisperBackend
+
+    pool = np.concatenate([u[1].astype(np.float32) / 32768.0 for u in load_short_utterances(GROUP)])
+    backend = WhisperBackend(
+        embedded_model_path(),
+        "bench",
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=1,
+        window=Settings().window_policy(),
+    )
+    return pool, backend
+
+
 def _speech(seconds: float, offset: int, pool: np.ndarray) -> np.ndarray:
     n = int(seconds * 16000)
     start = (offset * 37 * 16000) % max(1, len(pool) - n)
@@ -54,19 +71,9 @@ def measure(
     log: Any = print,
     partial_out: str | None = None,
 ) -> dict[str, Any]:
-    from stream_server.config import Settings, embedded_model_path
     from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
-    from stream_server.decode.whisper_ct2 import WhisperBackend
 
-    pool = np.concatenate([u[1].astype(np.float32) / 32768.0 for u in load_short_utterances(GROUP)])
-    backend = WhisperBackend(
-        embedded_model_path(),
-        "bench",
-        device="cpu",
-        compute_type="int8",
-        cpu_threads=1,
-        window=Settings().window_policy(),
-    )
+    pool, backend = _speech_and_backend()
     margin = backend.window.margin_s
     rows: list[dict[str, Any]] = []
     for kind, beam in KINDS:
@@ -130,19 +137,9 @@ def paired_beam_ratio(
 ) -> dict[str, Any]:
     """Beam 5 over greedy for finals, per batch size: the two searches alternate on the same audio so that the
     load of a shared machine hits both alike (the grid's cells, measured minutes apart, do not compare)."""
-    from stream_server.config import Settings, embedded_model_path
     from stream_server.decode.types import FALLBACK_TEMPERATURES, DecodeJob, DecodeOptions, JobKind
-    from stream_server.decode.whisper_ct2 import WhisperBackend
 
-    pool = np.concatenate([u[1].astype(np.float32) / 32768.0 for u in load_short_utterances(GROUP)])
-    backend = WhisperBackend(
-        embedded_model_path(),
-        "bench",
-        device="cpu",
-        compute_type="int8",
-        cpu_threads=1,
-        window=Settings().window_policy(),
-    )
+    pool, backend = _speech_and_backend()
     searches = {
         1: DecodeOptions(language="en", temperatures=FALLBACK_TEMPERATURES),
         5: DecodeOptions(language="en", beam_size=5, temperatures=FALLBACK_TEMPERATURES),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stream_server.config import Settings
-from stream_server.decode.final_policy import RATE_WINDOW_S, FinalTier, apply, offers_choice
+from stream_server.decode.final_policy import FinalPolicy, FinalPolicyConfig, QueueView, apply, offers_choice
 from stream_server.decode.scheduler import BatchScheduler, SchedulerConfig
 from stream_server.decode.types import FALLBACK_TEMPERATURES, SAMPLE_RATE, DecodeJob, DecodeOptions, JobKind
 
@@ -27,7 +27,6 @@ from .workload import Workload
 
 MIN_PARTIAL_AUDIO_S = 1.0  # session/machine.py
 EXTRAS_MAX_WAIT_S = Settings().late_final_after_ms / 1000.0  # decode/final_policy.py's rule
-FINAL_RATE_WINDOW_S = RATE_WINDOW_S
 CONTEXT_WINDOW_S = 28.0  # session/machine.py
 PARTIAL = DecodeOptions(language="en")
 GREEDY_FINAL = DecodeOptions(language="en", temperatures=FALLBACK_TEMPERATURES)
@@ -138,8 +137,8 @@ class _Run:
         self.jobs: dict[int, tuple[_Utterance, str]] = {}
         self.latencies: list[float] = []
         self.open_finals: dict[int, _Utterance] = {}  # final job id -> utterance, until delivered
-        self.final_arrivals: deque[float] = deque()
-        self.extras_call_s = 0.0
+        # the server's own final policy (tiers, load estimate), as the scheduler above is the server's own
+        self.final_policy = FinalPolicy(FinalPolicyConfig(self.p.extras_max_load, EXTRAS_MAX_WAIT_S))
         self.voiced_s = 0.0
         self.utterances: list[_Utterance] = []
         self.streams: dict[int, _Stream] = {}
@@ -208,7 +207,7 @@ class _Run:
     def submit(self, utt: _Utterance, job: DecodeJob, purpose: str) -> None:
         self.jobs[job.job_id] = (utt, purpose)
         if job.kind is JobKind.FINAL:
-            self.final_arrivals.append(self.now)
+            self.final_policy.load.final_arrived(self.now)
         for gone in self.sched.add(job):
             self.jobs.pop(gone.job_id, None)
         self.kick()
@@ -274,23 +273,8 @@ class _Run:
         self.start_call()
 
     def economize(self, batch: list[DecodeJob]) -> list[DecodeJob]:
-        while self.final_arrivals and self.final_arrivals[0] < self.now - FINAL_RATE_WINDOW_S:
-            self.final_arrivals.popleft()
-        load = len(self.final_arrivals) / FINAL_RATE_WINDOW_S * self.extras_call_s
-        crowded = (
-            len(batch) > 1
-            or self.sched.finals_waiting
-            or self.sched.partials_waiting > self.sched.max_batch_size // 2
-            or load > self.p.extras_max_load
-        )
-        out = []
-        for job in batch:
-            if offers_choice(job) and self.now - job.enqueued_at > EXTRAS_MAX_WAIT_S:
-                job = apply(job, FinalTier.LATE)
-            elif offers_choice(job) and crowded and job.context_samples:
-                job = apply(job, FinalTier.NO_CONTEXT)
-            out.append(job)
-        return out
+        queue = QueueView(len(batch), self.sched.finals_waiting, self.sched.partials_waiting, self.sched.max_batch_size)
+        return [apply(job, self.final_policy.choose(job, self.now, queue)) for job in batch]
 
     def start_call(self) -> None:
         call = self.calls.pop(0)
@@ -300,7 +284,7 @@ class _Run:
         window_s = self.sim.window.frames_for(max(len(j.audio) for j in call)) / 100.0
         took = self.sim.service.call_s(search, len(call), window_s)
         if any(offers_choice(j) for j in call):
-            self.extras_call_s = took if not self.extras_call_s else 0.8 * self.extras_call_s + 0.2 * took
+            self.final_policy.load.call_took(took)
         self.busy_s += took
         self.at(self.now + took, "done", call)
 
