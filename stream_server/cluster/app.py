@@ -121,14 +121,7 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
     known, rest = parser.parse_known_args(argv)
     settings = Settings.from_cli(rest)
-    plan = ClusterPlan(
-        decoders=known.decoders,
-        max_decoders=known.max_decoders,
-        ingress=known.ingress,
-        max_ingress=known.max_ingress,
-        decoder_cpus=known.decoder_cpus,
-        decoder_gpus=known.decoder_gpus,
-    )
+    plan = ClusterPlan(**{k: v for k, v in vars(known).items() if k in ClusterPlan.__dataclass_fields__})
     ray.init(address=known.address)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     ingress, decoder = build(settings, plan)
