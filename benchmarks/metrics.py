@@ -18,8 +18,9 @@ Definitions used throughout (the README repeats them):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # final latency is defined once, in the client library
 from stream_server.clients.v1 import SendLog as SendLog
@@ -176,3 +177,34 @@ def rounded(x: float | None, digits: int = 4) -> float | None:
 def pct(x: float | None) -> str:
     """A rate as a percentage for printed tables; 'n/a' when unknown."""
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+# Where a final's latency went, as our server reports it (protocol v1 ``timing``, docs/protocol.md#timing): stages
+# in the order they happen, summing to the server's share of the final's latency.
+STAGES = ("endpointing", "queue", "decode", "send")
+
+
+def latency_breakdown(timings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Median and p95 in seconds, with counts, of each stage and of their total over ``timings`` (``timing``
+    objects in milliseconds); ``speculative``: how many finals were decoded during their pause. None for none."""
+    if not timings:
+        return None
+    out: dict[str, Any] = {"count": len(timings), "speculative": sum(1 for t in timings if t.get("speculative"))}
+    for stage in (*STAGES, "total"):
+        values = [float(t[f"{stage}_ms"]) / 1000 for t in timings if isinstance(t.get(f"{stage}_ms"), (int, float))]
+        out[stage] = {
+            "count": len(values),
+            "p50": rounded(percentile(values, 50)),
+            "p95": rounded(percentile(values, 95)),
+        }
+    return out
+
+
+def breakdown_by_reason(timings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """``latency_breakdown`` of every final (``all``) and of each end reason's finals apart (``reason`` key of
+    each timing): an endpointed final waited for silence, one cut by the length rule did not."""
+    if not timings:
+        return None
+    reasons = sorted({str(t.get("reason")) for t in timings})
+    by_reason = {r: latency_breakdown([t for t in timings if str(t.get("reason")) == r]) for r in reasons}
+    return {"all": latency_breakdown(timings), **by_reason}

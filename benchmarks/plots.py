@@ -1,4 +1,5 @@
-"""PNG plots of a results JSON: latency against concurrent streams (one line per system), and the core grid.
+"""PNG plots of a results JSON: latency against concurrent streams (one line per system), where it went (stacked
+by stage, ours), and the core grid.
 
 python -m benchmarks.plots benchmarks/results/stream_cpu_quick.json   # redraw from a saved run
 """
@@ -16,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-from .metrics import CAPACITY_P95_S  # noqa: E402
+from .metrics import CAPACITY_P95_S, STAGES  # noqa: E402
 
 COLORS = {
     "ours": "tab:blue",
@@ -75,6 +76,55 @@ def plot_latency(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+STAGE_COLORS = {"endpointing": "tab:gray", "queue": "tab:orange", "decode": "tab:blue", "send": "tab:green"}
+
+
+def plot_breakdown(result: dict[str, Any], path: Path) -> Path | None:
+    """Where the final latency went, stacked by stage against streams: one row per system and workload whose
+    server reported it (ours), p50 and p95 of each stage over every final of the level (a stack of p95s is not
+    the p95 of the total, which the title gives). None when no system reported stages."""
+    rows = []
+    for name, system in result.get("systems", {}).items():
+        levels = sorted(
+            (lv for lv in system.get("levels", []) if (lv.get("latency_breakdown_s") or {}).get("all")),
+            key=lambda lv: lv["clients"],
+        )
+        if levels:
+            rows.append((name, system, levels))
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 2, figsize=(13, 3.8 * len(rows)), squeeze=False)
+    for (name, system, levels), pair in zip(rows, axes):
+        positions = range(len(levels))
+        for ax, key in zip(pair, ("p50", "p95")):
+            bottom = [0.0] * len(levels)
+            for stage in STAGES:
+                heights = [lv["latency_breakdown_s"]["all"][stage][key] or 0.0 for lv in levels]
+                ax.bar(positions, heights, 0.6, bottom=bottom, color=STAGE_COLORS[stage], label=stage)
+                bottom = [b + h for b, h in zip(bottom, heights)]
+            totals = [lv["latency_breakdown_s"]["all"]["total"][key] for lv in levels]
+            ax.plot(positions, totals, "k_", markersize=18, label=f"total {key}")
+            counts = [lv["latency_breakdown_s"]["all"]["count"] for lv in levels]
+            ax.set_xticks(list(positions), [f"{lv['clients']}\n(n={c})" for lv, c in zip(levels, counts)], fontsize=7)
+            ax.set_xlabel("concurrent real-time streams (finals)")
+            ax.set_ylabel("seconds (server side)")
+            ax.set_title(
+                f"{system.get('label', name)} [{system.get('workload') or 'long'}]: {key} of each stage", fontsize=9
+            )
+            ax.axhline(CAPACITY_P95_S, color="grey", linestyle="--", linewidth=1)
+            ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(
+        f"Where the final latency goes (speech end -> final written), {result.get('model', {}).get('id')}, "
+        f"{result.get('mode')} run {result.get('date_utc', '')[:10]}; dashed = {CAPACITY_P95_S} s",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_core(core: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     windows = sorted({r["window"] for r in core["rows"]}, key=["full", "trimmed", "tight"].index)
@@ -121,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         path = Path(name)
         result = json.loads(path.read_text())
         print(plot_latency(result, path.with_name(path.stem.replace("stream_", "latency_") + ".png")))
+        breakdown = plot_breakdown(result, path.with_name(path.stem.replace("stream_", "breakdown_") + ".png"))
+        if breakdown:
+            print(breakdown)
         if result.get("decode_core", {}).get("rows"):
             print(
                 plot_core(result["decode_core"], path.with_name(path.stem.replace("stream_", "decode_core_") + ".png"))

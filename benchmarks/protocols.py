@@ -43,6 +43,7 @@ class ResultEvent:
     arrival: float  # time.monotonic()
     text: str
     reason: str | None = None  # why a final ended (endpoint, max_length, ...), where the protocol says
+    timing: dict[str, Any] | None = None  # where the server says the final's latency went (ours: ms per stage)
 
 
 def parse_clock(value: Any) -> float:
@@ -102,10 +103,11 @@ class NativeAdapter(StreamAdapter):
 
     name = "native"
 
-    def __init__(self, endpointing_ms: int = 500, word_timestamps: bool = False) -> None:
+    def __init__(self, endpointing_ms: int = 500, word_timestamps: bool = False, timing: bool = True) -> None:
         super().__init__()
         self.endpointing_ms = endpointing_ms
         self.word_timestamps = word_timestamps
+        self.timing = timing  # ask for each final's latency stages (docs/protocol.md#timing)
         self.finals: list[v1.Final] = []
         self.session_closed: v1.SessionClosed | None = None
 
@@ -118,6 +120,8 @@ class NativeAdapter(StreamAdapter):
         }
         if self.word_timestamps:
             params["word_timestamps"] = "true"
+        if self.timing:
+            params["timing"] = "true"
         return v1.session_url(base_url, params)
 
     async def finish(self, ws: Any, audio_s: float, timeout_s: float) -> None:
@@ -133,7 +137,8 @@ class NativeAdapter(StreamAdapter):
             return []
         if isinstance(event, v1.Final):
             self.finals.append(event)
-            return [ResultEvent("final", event.end, now, event.text, event.reason)]
+            timing = event.raw.get("timing")
+            return [ResultEvent("final", event.end, now, event.text, event.reason, timing)]
         if isinstance(event, v1.Partial):
             return [ResultEvent("partial", event.end, now, event.text)]
         if isinstance(event, v1.Error):

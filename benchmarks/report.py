@@ -46,6 +46,7 @@ def summary_row(s: SystemResult) -> dict[str, Any]:
         "single_stream_partial_lag_p50_s": one.partial_lag_s["p50"] if one else None,
         "at_capacity_final_latency_s": at_cap.final_latency_s if at_cap else None,
         "at_capacity_final_latency_by_reason_s": at_cap.final_latency_by_reason_s if at_cap else None,
+        "at_capacity_latency_breakdown_s": at_cap.latency_breakdown_s if at_cap else None,
         "at_capacity_cpu_cores_used": at_cap.server.get("cpu_cores_used") if at_cap else None,
         "at_capacity_peak_rss_mb": at_cap.server.get("peak_rss_mb") if at_cap else None,
         "nonspeech_words_per_minute": (s.nonspeech or {}).get("words_per_minute"),
@@ -127,9 +128,11 @@ def write_results(result: RunResult, out_dir: Path, device: str, mode: str, tag:
     dated.write_text(text)
     paths = [latest, dated]
     try:
-        from .plots import plot_core, plot_latency
+        from .plots import plot_breakdown, plot_core, plot_latency
 
         paths.append(plot_latency(data, out_dir / f"latency_{device}_{mode}{suffix}.png"))
+        breakdown = plot_breakdown(data, out_dir / f"breakdown_{device}_{mode}{suffix}.png")
+        paths.extend([breakdown] if breakdown else [])
         if isinstance(result.decode_core, dict) and result.decode_core.get("rows"):
             paths.append(plot_core(result.decode_core, out_dir / f"decode_core_{device}_{mode}{suffix}.png"))
     except ImportError as exc:

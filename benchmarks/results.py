@@ -42,6 +42,7 @@ _OPTIONAL = frozenset(
         "final_latency_by_reason_s",
         "nonspeech",
         "single_stream",
+        "latency_breakdown_s",
     }
 )
 
@@ -93,6 +94,7 @@ class LevelResult:
     workload: str | None = None  # "long" when absent (files before the turns workload)
     final_reasons: Json | None = None  # why finals ended -> count, when the protocol says
     final_latency_by_reason_s: Json | None = None  # reason -> metrics.summarize
+    latency_breakdown_s: Json | None = None  # metrics.latency_breakdown of every final, and by reason
     extra: Json = field(default_factory=dict)
 
     def to_json(self) -> Json:

@@ -46,6 +46,7 @@ class ClientResult:
     final_latencies_s: list[float] = field(default_factory=list)
     final_points: list[tuple[float, float]] = field(default_factory=list)  # (end_s, latency_s)
     final_reasons: list[str] = field(default_factory=list)  # why each final ended ("unreported": not said)
+    final_timings: list[dict[str, Any]] = field(default_factory=list)  # the server's stages, with "reason"
     partial_lags_s: list[float] = field(default_factory=list)
     transcript: str = ""
     reference: str = ""
@@ -115,6 +116,8 @@ async def run_client(
             result.final_latencies_s.append(lag)
             result.final_points.append((event.end_s, lag))
             result.final_reasons.append(event.reason or "unreported")
+            if event.timing is not None:
+                result.final_timings.append({**event.timing, "reason": event.reason or "unreported"})
         else:
             result.partial_lags_s.append(lag)
     return result
@@ -191,6 +194,7 @@ def summarize_level(system: str, chunk_ms: int, wall_s: float, results: list[Cli
         per_client=[_client_row(r) for r in results],
         final_reasons={k: len(v) for k, v in sorted(by_reason.items())} or None,
         final_latency_by_reason_s={k: _rounded(metrics.summarize(v)) for k, v in sorted(by_reason.items())} or None,
+        latency_breakdown_s=metrics.breakdown_by_reason([t for r in results for t in r.final_timings]),
     )
 
 
@@ -198,6 +202,7 @@ def _client_row(r: ClientResult) -> dict[str, Any]:
     row = asdict(r)
     row.pop("final_points")
     row.pop("final_reasons")
+    row.pop("final_timings")
     row["final_latency_s"] = _rounded(metrics.summarize(r.final_latencies_s))
     row["partial_lag_s"] = _rounded(metrics.summarize(r.partial_lags_s))
     row["wer"] = metrics.rounded(metrics.corpus_wer([(r.reference, r.transcript)]))

@@ -134,6 +134,8 @@ def sweep_system(
                 f"p95 {_s(fl['p95'])}  p99 {_s(fl['p99'])} (n={fl['count']})  WER {metrics.pct(level.wer)}  "
                 f"kept_up={level.kept_up}  passed={level.passed}  cpu {level.server.get('cpu_cores_used')}"
             )
+            if level.latency_breakdown_s:
+                log(f"[stream] {'':15s} {workload.name:5s} N={n:3d} where: {breakdown_line(level.latency_breakdown_s)}")
         else:
             fields["stopped"] = "capacity found" if any(not ok for ok in outcomes.values()) else "level limit"
         fields["status"] = "ok"
@@ -186,11 +188,14 @@ def single_stream_probe(
     level = asyncio.run(run_level(spec.system, server.ws_url, adapter, [excerpt], plan.chunk_ms, plan.finish_timeout_s))
     fl = level.final_latency_s
     log(f"[stream] {spec.system:15s} single stream: p50 {_s(fl['p50'])} p95 {_s(fl['p95'])} (n={fl['count']})")
+    if level.latency_breakdown_s:
+        log(f"[stream] {spec.system:15s} single stream where: {breakdown_line(level.latency_breakdown_s)}")
     return {
         "audio_s": level.audio_s,
         "utterances": workload.utterances_in(excerpt),
         "final_latency_s": fl,
         "final_latency_by_reason_s": level.final_latency_by_reason_s,
+        "latency_breakdown_s": level.latency_breakdown_s,
         "wer": level.wer,
         "client_errors": level.client_errors,
     }
@@ -234,3 +239,12 @@ def scheduler_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
 
 def _s(x: Any) -> str:
     return "n/a" if x is None else f"{x:.2f}"
+
+
+def breakdown_line(breakdown: dict[str, Any]) -> str:
+    """Each stage's p50 / p95 over every final (``metrics.breakdown_by_reason``), for the log."""
+    every = breakdown.get("all") or {}
+    stages = "  ".join(
+        f"{stage} {_s(every[stage]['p50'])}/{_s(every[stage]['p95'])}" for stage in (*metrics.STAGES, "total")
+    )
+    return f"{stages} s p50/p95 (n={every.get('count')}, speculative {every.get('speculative')})"

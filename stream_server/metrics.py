@@ -7,6 +7,8 @@ docs/operations.md):
   (events written to sockets; a coalesced partial is never sent, so never counted),
   ``stream_partials_coalesced_total``, ``stream_final_latency_seconds`` (final decode job submitted ->
   final queued to its socket), ``stream_backpressure_total`` (times a session was throttled).
+- ``stream_final_{endpointing_wait,queue_wait,decode,send}_seconds``: where each final's latency went, from
+  where the speaker stopped to the final written (``transport/timing.py``; the stages sum to that time).
 - ``errors_total{transport,code}``: every error reported to a client by stable code; ``transport`` is the
   websocket dialect's name (``native``, ``deepgram``, ...) or ``http``.
 - ``decode_batch_size``, ``decode_queue_wait_seconds``, ``decode_batch_seconds``, ``decode_failed_batches_total``,
@@ -68,6 +70,22 @@ class Metrics:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
             registry=r,
         )
+        stage_buckets = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+        self.final_stages = {
+            stage: Histogram(f"stream_final_{stage}_seconds", help_text, buckets=stage_buckets, registry=r)
+            for stage, help_text in (
+                (
+                    "endpointing_wait",
+                    "Stream seconds from where the speaker stopped to the utterance's end being decided",
+                ),
+                (
+                    "queue_wait",
+                    "From the end being decided to the final's decode starting (earlier finals, decode queue)",
+                ),
+                ("decode", "Of a final's decode, the part after its end was decided"),
+                ("send", "From a final being ready to its being written to the socket"),
+            )
+        }
         self.http_requests = Counter(
             "http_transcription_requests_total", "Batch API requests", ["endpoint", "status"], registry=r
         )
@@ -98,6 +116,11 @@ class Metrics:
 
     def on_final_latency(self, seconds: float) -> None:
         self.final_latency.observe(seconds)
+
+    def on_final_timing(self, endpointing_s: float, queue_s: float, decode_s: float, send_s: float) -> None:
+        """One final's latency stages (``transport/timing.py``), observed as it is written."""
+        for stage, seconds in zip(self.final_stages.values(), (endpointing_s, queue_s, decode_s, send_s)):
+            stage.observe(seconds)
 
     def on_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(len(report.jobs))

@@ -21,7 +21,7 @@ from .backend import AlignRequest, DecodeBackend
 from .final_policy import FinalPolicy, FinalTier, apply, offers_choice
 from .repair import Redecode, Repair
 from .scheduler import BatchScheduler
-from .types import BatchStats, DecodeJob, DecodeResult, JobKind
+from .types import BatchStats, DecodeJob, DecodeResult, DecodeTiming, JobKind
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class DecodeEngine:
         self.last_batch_at = time.monotonic()
         self._futures: dict[int, asyncio.Future[DecodeResult]] = {}
         self._parents: dict[int, Repair] = {}  # a repair's re-decode job id -> the repair waiting for it
+        self._call_started: dict[int, float] = {}  # job id -> when its first model call started
         self._aligns: deque[list[tuple[Repair, AlignRequest]]] = deque()  # alignments a waiting final put off
         self._repair_calls = 0
         self._wake = asyncio.Event()
@@ -176,6 +177,8 @@ class DecodeEngine:
                 break
             ran.extend(part)
             call_started = time.monotonic()
+            for job in part:
+                self._call_started.setdefault(job.job_id, call_started)
             try:
                 results = await loop.run_in_executor(self._executor, self.backend.decode_batch, part)
                 if any(offers_choice(job) for job in part):
@@ -234,6 +237,8 @@ class DecodeEngine:
         await self._advance([r for r, _ in aligns])
 
     async def _deliver(self, job: DecodeJob, result: DecodeResult) -> None:
+        now = time.monotonic()
+        started = self._call_started.pop(job.job_id, now)
         parent = self._parents.pop(job.job_id, None)
         if parent is not None:  # a repair's re-decode: its parent goes on
             parent.merge(result, self.backend)
@@ -241,7 +246,7 @@ class DecodeEngine:
             return
         future = self._futures.pop(job.job_id, None)
         if future is not None and not future.done():
-            future.set_result(result)
+            future.set_result(replace(result, timing=DecodeTiming(job.enqueued_at or started, started, now)))
 
     def _waited_for(self, job: DecodeJob) -> bool:
         """Whether somebody still waits for ``job``'s result (its caller, or the repair it is a step of)."""
@@ -269,6 +274,7 @@ class DecodeEngine:
             self._fail(job, Superseded(f"job {job.job_id} superseded"))
 
     def _cancel(self, job: DecodeJob) -> None:
+        self._call_started.pop(job.job_id, None)
         parent = self._parents.pop(job.job_id, None)
         if parent is not None:
             self._cancel(parent.job)
@@ -278,6 +284,7 @@ class DecodeEngine:
 
     def _fail(self, job: DecodeJob, exc: Exception) -> None:
         """Fail ``job``'s caller (for a repair's re-decode: the caller of the job it repairs)."""
+        self._call_started.pop(job.job_id, None)
         parent = self._parents.pop(job.job_id, None)
         if parent is not None:
             self._fail(parent.job, exc)

@@ -111,6 +111,25 @@ class Word:
 
 
 @dataclass(frozen=True)
+class DecodeTiming:
+    """When a job went through the engine: queued, its first model call started, its result was ready.
+    ``time.monotonic()`` seconds of the engine's process (compare durations only across processes)."""
+
+    queued_at: float
+    started_at: float
+    ended_at: float
+
+    @property
+    def queue_s(self) -> float:
+        return max(0.0, self.started_at - self.queued_at)
+
+    @property
+    def decode_s(self) -> float:
+        """From its first model call to its result (repairs included)."""
+        return max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass(frozen=True)
 class DecodeResult:
     job_id: int
     text: str
@@ -123,6 +142,7 @@ class DecodeResult:
     words: tuple[Word, ...] = ()
     window_s: float = 30.0  # seconds of features the encoder saw
     language_probability: float = 1.0  # the detector's probability for ``language`` (1.0: given, or the only one)
+    timing: DecodeTiming | None = None  # set by the engine as it hands the result over
 
     def looks_hallucinated(self, options: DecodeOptions) -> bool:
         """Whisper's own tests for a bad decode, with ``options``' thresholds."""

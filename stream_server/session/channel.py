@@ -159,9 +159,12 @@ class Channel:
         ended.move(UtteranceState.ENDED)
         ended.ended = event
         ended.end_sample = event.speech_end_sample
+        ended.decided_sample = max(self.samples_seen, ended.end_sample)
         reason = _END_REASONS.get(event.reason, flush_reason)
         ended.end_reason = reason
-        speech_ended = SpeechEnded(self.index, ended.utterance_id, event.speech_end_sample / SAMPLE_RATE, reason)
+        speech_ended = SpeechEnded(
+            self.index, ended.utterance_id, ended.end_sample / SAMPLE_RATE, reason, ended.decided_sample / SAMPLE_RATE
+        )
         return [speech_ended, *self.finals.end(ended)]
 
     def _maybe_speculate(self) -> list[SessionEvent]:
@@ -239,7 +242,21 @@ class Channel:
                     Word(w.word, round(audio_start + w.start, 3), round(audio_start + w.end, 3), w.probability)
                     for w in result.words
                 )
+        waited = (utt.decided_sample - utt.end_sample) / SAMPLE_RATE
+        timing = None if result is None else result.timing
         events.append(
-            Final(self.index, utt.utterance_id, start, end, text, language, words, utt.end_reason, probability)
+            Final(
+                self.index,
+                utt.utterance_id,
+                start,
+                end,
+                text,
+                language,
+                words,
+                utt.end_reason,
+                probability,
+                waited,
+                timing,
+            )
         )
         return events

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
-from ..decode.types import DecodeJob, Word
+from ..decode.types import DecodeJob, DecodeTiming, Word
 
 
 class DecodePurpose(enum.Enum):
@@ -54,12 +54,14 @@ EndReason = Literal["endpoint", "finalize", "close", "max_length"]
 
 @dataclass(frozen=True)
 class SpeechEnded:
-    """The utterance's audio is complete (its final is being decoded). ``end``: where the speaker stopped."""
+    """The utterance's audio is complete (its final is being decoded). ``end``: where the speaker stopped;
+    ``decided``: how much of the stream had arrived when the end was decided (both stream seconds)."""
 
     channel: int
     utterance_id: int
     end: float
     reason: EndReason
+    decided: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Final:
     words: tuple[Word, ...] | None  # stream-time words when word timestamps were asked for, else None
     reason: EndReason = "endpoint"
     probability: float = 1.0  # of ``language``: the detector's (1.0 when locked or the model's only language)
+    endpointing_s: float = 0.0  # stream seconds from ``end`` to the end being decided (the wait for silence)
+    decode: DecodeTiming | None = None  # its decode's way through the engine (None: failed, or not reported)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class StreamParams:
     interim_results: bool  # partials wanted
     word_timestamps: bool
     endpointing_ms: int | None  # trailing silence that ends an utterance; None: only finalize ends one
+    timing: bool = False  # a diagnostic, not a server default: each final says where its latency went
 
 
 def normalize_language(code: str, multilingual: bool, param: str = "language") -> str:

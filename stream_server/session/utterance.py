@@ -55,6 +55,7 @@ class Utterance:
     partial_shown: int = 0  # sequence number of the newest partial delivered
     samples_at_last_partial: int = 0
     end_sample: int = 0  # where the speaker stopped (set when it ends)
+    decided_sample: int = 0  # samples of the channel seen when its end was decided
     end_reason: EndReason = "endpoint"
     ended: UtteranceEnded | None = None  # its complete audio, held until its final is asked for
     agreement: StablePrefix = field(default_factory=StablePrefix)

@@ -35,7 +35,7 @@ from ..errors import (
     SlowConsumer,
     StreamServerError,
 )
-from ..session.events import DecodeError, DecodeRequested, Final, Partial, SessionEvent
+from ..session.events import DecodeError, DecodeRequested, Final, Partial, SessionEvent, SpeechEnded
 from ..session.params import StreamParams
 from .dialects import base
 from .dialects.base import ClientCommand, Dialect, Message, SessionInfo
@@ -44,6 +44,7 @@ from .limits import ConnectionLimits, LimitAction
 from .outbox import Outbox
 from .services import Services
 from .session_api import SessionFactory, StreamSession
+from .timing import FinalTimer
 
 log = logging.getLogger("stream_server.session")
 
@@ -85,8 +86,8 @@ class StreamConnection:
         self._progress = asyncio.Event()  # a decode outcome arrived or closing began: backlog may have shrunk
         self._told_audio_ignored = False
         self._pending: set[asyncio.Future[DecodeResult]] = set()
-        self._final_submitted_at: dict[tuple[int, int, int], float] = {}  # (generation, channel, utt) -> time
         self.log = logging.LoggerAdapter(log, {"session_id": session_id})
+        self.timer = FinalTimer(self.metrics, self.log)  # where each final's latency went
         self._coalesce = bool(getattr(dialect, "coalesce_partials", True))
         if params is not None:  # queued first, so a session drained before its handshake completes starts with it
             self._start(params)
@@ -130,6 +131,7 @@ class StreamConnection:
             self._retired.append(old)
             self.emit(old, old.close())
         self.session, self.params = session, params
+        self.timer.show = params.timing
         self._generation += 1
         info = SessionInfo(self.session_id, self.services.decoder.model_id, params)
         for message in self.dialect.started(info):
@@ -143,18 +145,15 @@ class StreamConnection:
             if isinstance(event, DecodeRequested):
                 self._submit(session, generation, event)
                 continue
-            if isinstance(event, Final):
-                self.log.debug("final %s/%s %r", event.channel, event.utterance_id, event.text)
-                submitted = self._final_submitted_at.pop((generation, event.channel, event.utterance_id), None)
-                if submitted is not None:
-                    self.metrics.on_final_latency(time.monotonic() - submitted)
+            utterance = (generation, event.channel, event.utterance_id)
+            messages = self.dialect.render(event)
+            if isinstance(event, (SpeechEnded, Final)):
+                self.timer.passed(utterance, event, messages)
             elif isinstance(event, DecodeError):
                 self.metrics.on_error(self.dialect.name, "decode_failed")
-            key: tuple[int, ...] | None = None
-            if isinstance(event, Partial) and self._coalesce:
-                key = (generation, event.channel, event.utterance_id)
-            for i, message in enumerate(self.dialect.render(event)):
-                self.send(message, None if key is None else (*key, i))
+            coalesce = isinstance(event, Partial) and self._coalesce
+            for i, message in enumerate(messages):
+                self.send(message, (*utterance, i) if coalesce else None)
         self._check_done()
 
     def send(self, message: Message, coalesce_key: Hashable | None = None) -> None:
@@ -177,7 +176,7 @@ class StreamConnection:
             self.emit(session, session.receive_decode_failure(request, exc.message))
             return
         if request.awaits_final:
-            self._final_submitted_at[(generation, request.channel, request.utterance_id)] = time.monotonic()
+            self.timer.submitted((generation, request.channel, request.utterance_id))
         self._pending.add(future)
         future.add_done_callback(functools.partial(self._on_decoded, session, request))
 
@@ -277,6 +276,7 @@ class StreamConnection:
         try:
             while True:
                 message = await self.outbox.get()
+                self.timer.written(message)
                 await self.websocket.send_text(json.dumps(message))
                 self.outbox.sent()
                 self.metrics.on_message_sent(message)

@@ -479,3 +479,25 @@ def test_an_uploads_word_alignment_waits_while_a_final_is_queued() -> None:
         assert [[j.owner for j in call] for call in backend.calls] == [["u"], ["f"], ["u"]]  # decode, final, align
 
     run(scenario())
+
+
+def test_each_result_carries_when_its_job_was_queued_started_and_done() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend(latency_s=0.05)
+        engine = started_engine(backend, 1)
+        first = await occupy(backend, engine, job("a", "first"))
+        second = engine.submit(job("b", "second"))
+        await asyncio.sleep(0.1)  # the second job waits behind the held call
+        backend.release()
+        results = await settle([first, second])
+        timings = [r.timing for r in results]  # type: ignore[union-attr]
+        assert all(t is not None for t in timings)
+        for t in timings:
+            assert t.queued_at <= t.started_at < t.ended_at  # type: ignore[union-attr]
+            assert t.decode_s >= 0.045  # type: ignore[union-attr]
+        assert timings[1].queue_s >= 0.1  # type: ignore[union-attr]
+        assert timings[1].started_at >= timings[0].ended_at  # type: ignore[union-attr]
+        assert not engine._call_started  # nothing kept once delivered
+        await engine.stop()
+
+    run(scenario())

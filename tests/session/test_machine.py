@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_server.decode.types import JobKind
+from stream_server.decode.types import DecodeTiming, JobKind
 from stream_server.errors import ProtocolError
 from stream_server.session.events import DecodeError, DecodeRequested, Final, Partial, SpeechEnded, SpeechStarted
 from tests.session.support import RATE, feed, make, pcm, quiet, requests, resolve_in_turn, result_for, tone
@@ -336,3 +336,18 @@ def test_abandoned_requests_a_partial_is_forgotten_a_final_is_delivered_empty():
     out = session.abandon(final)
     assert [type(e) for e in out] == [DecodeError, Final] and out[1].text == ""
     assert session.abandon(final) == []  # answered already
+
+
+def test_the_end_says_when_it_was_decided_and_the_final_how_long_that_took_and_its_decode():
+    session = make(interim_results=False, endpointing_ms=500)
+    events = session.receive_audio(pcm(tone(1.0)))
+    for _ in range(8):  # silence in 100 ms chunks: the end is decided at the end of the chunk that completes it
+        events += session.receive_audio(pcm(quiet(0.1)))
+    (ended,) = [e for e in events if isinstance(e, SpeechEnded)]
+    assert ended.end == pytest.approx(1.0, abs=0.06)
+    assert ended.decided == pytest.approx(1.6, abs=0.001)  # 500 ms of silence in 30 ms frames: the 6th chunk
+    (req,) = requests(events, final=True)
+    stamps = DecodeTiming(10.0, 10.5, 10.8)
+    (final,) = session.receive_decode_result(req, result_for(req.job, "hi", timing=stamps))
+    assert isinstance(final, Final) and final.decode == stamps  # the engine's stamps, carried unchanged
+    assert final.endpointing_s == pytest.approx(ended.decided - ended.end)

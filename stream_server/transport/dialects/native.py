@@ -47,6 +47,7 @@ KNOWN_PARAMS = frozenset(
         "word_timestamps",
         "endpointing_ms",
         "model",
+        "timing",
     }
 )
 MAX_PROMPT_CHARS = 2000
@@ -117,6 +118,7 @@ def parse_params(
     prompt = params.get("prompt", defaults.prompt)
     interim_results = _bool(params, "interim_results", defaults.interim_results)
     word_timestamps = _bool(params, "word_timestamps", defaults.word_timestamps)
+    timing = _bool(params, "timing", False)
     endpointing_ms = _int(params, "endpointing_ms", 0) if "endpointing_ms" in params else defaults.endpointing_ms
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt")
@@ -138,6 +140,7 @@ def parse_params(
         interim_results=interim_results,
         word_timestamps=word_timestamps,
         endpointing_ms=endpointing_ms,
+        timing=timing,
     )
     return validate_params(parsed, multilingual)
 
