@@ -134,6 +134,57 @@ def test_sessions_and_an_upload_through_both_tiers(cluster: dict[str, Any]) -> N
 
 
 @pytest.mark.slow
+def test_scale_down_mid_stream_drains_with_no_lost_final(cluster: dict[str, Any]) -> None:
+    """Sessions on both decoders; a redeploy takes the tier from two replicas to one while every session is
+    mid-utterance. Every utterance of every session gets exactly one final, in order, and no error."""
+    port, settings = cluster["port"], cluster["settings"]
+    if len(decoder_actors()) != 2:
+        deploy_decoders(settings, 2)
+    sentences = SENTENCES * 2
+    pause = np.zeros(16000, np.float32)
+    audio = np.concatenate([part for text in sentences for part in (synthesize(text), pause)])
+    sessions = 6
+    errors: list[dict[str, Any]] = []
+
+    def items_per_decoder() -> dict[str, int]:
+        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status").read())
+        return {load["replica"]: load["items"] for load in status["decoders"]}
+
+    # both decoders routable from both ingress replicas (a replica replaced by an earlier test may still be starting)
+    deadline, seen = time.monotonic() + 60, 0
+    while seen < 6 and time.monotonic() < deadline:
+        seen = seen + 1 if len(items_per_decoder()) == 2 else 0
+        time.sleep(0.5)
+
+    async def sessions_while_scaling_down() -> tuple[list[list[dict[str, Any]]], list[int]]:
+        before = await asyncio.to_thread(items_per_decoder)
+        first_final = asyncio.Event()
+        running = [
+            asyncio.create_task(stream(port, audio, on_final=lambda _: first_final.set(), errors=errors))
+            for _ in range(sessions)
+        ]
+        await asyncio.wait_for(first_final.wait(), 60)
+        after = await asyncio.to_thread(items_per_decoder)
+        await asyncio.to_thread(deploy_decoders, settings, 1)
+        return await asyncio.gather(*running), [after[r] - before.get(r, 0) for r in after]
+
+    try:
+        results, jobs_before = asyncio.run(sessions_while_scaling_down())
+    finally:
+        deploy_decoders(settings, 2)  # as the other tests expect the tier
+    finals = sum(len(f) for f in results)
+    print(
+        f"scale-down: {sessions} sessions, {sessions * len(sentences)} utterances, {finals} finals, "
+        f"{len(errors)} errors; jobs per decoder before it {jobs_before}"
+    )
+    assert len(jobs_before) == 2 and all(jobs_before), jobs_before  # the sessions were on both decoders
+    assert not errors, errors
+    for session_finals in results:
+        assert len(session_finals) == len(sentences), session_finals
+        check_finals(session_finals, sentences)
+
+
+@pytest.mark.slow
 def test_a_decoder_killed_mid_stream_loses_no_final(cluster: dict[str, Any]) -> None:
     port = cluster["port"]
     audio = two_sentences()
@@ -157,48 +208,6 @@ def test_a_decoder_killed_mid_stream_loses_no_final(cluster: dict[str, Any]) -> 
     while len(decoder_actors()) < 2 and time.monotonic() < deadline:  # Serve replaces the dead replica
         time.sleep(1)
     assert len(decoder_actors()) == 2
-
-
-@pytest.mark.slow
-def test_scale_down_mid_stream_drains_with_no_lost_final(cluster: dict[str, Any]) -> None:
-    """Sessions on both decoders; a redeploy takes the tier from two replicas to one while every session is
-    mid-utterance. Every utterance of every session gets exactly one final, in order, and no error."""
-    port, settings = cluster["port"], cluster["settings"]
-    if len(decoder_actors()) != 2:
-        deploy_decoders(settings, 2)
-    sentences = SENTENCES * 2
-    pause = np.zeros(16000, np.float32)
-    audio = np.concatenate([part for text in sentences for part in (synthesize(text), pause)])
-    sessions = 6
-    errors: list[dict[str, Any]] = []
-
-    def items_per_decoder() -> dict[str, int]:
-        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status").read())
-        return {load["replica"]: load["items"] for load in status["decoders"]}
-
-    async def sessions_while_scaling_down() -> tuple[list[list[dict[str, Any]]], list[int]]:
-        before = await asyncio.to_thread(items_per_decoder)
-        first_final = asyncio.Event()
-        running = [
-            asyncio.create_task(stream(port, audio, on_final=lambda _: first_final.set(), errors=errors))
-            for _ in range(sessions)
-        ]
-        await asyncio.wait_for(first_final.wait(), 60)
-        after = await asyncio.to_thread(items_per_decoder)
-        await asyncio.to_thread(deploy_decoders, settings, 1)
-        return await asyncio.gather(*running), [after[r] - before.get(r, 0) for r in after]
-
-    results, jobs_before = asyncio.run(sessions_while_scaling_down())
-    finals = sum(len(f) for f in results)
-    print(
-        f"scale-down: {sessions} sessions, {sessions * len(sentences)} utterances, {finals} finals, "
-        f"{len(errors)} errors; jobs per decoder before it {jobs_before}"
-    )
-    assert len(jobs_before) == 2 and all(jobs_before), jobs_before  # the sessions were on both decoders
-    assert not errors, errors
-    for session_finals in results:
-        assert len(session_finals) == len(sentences), session_finals
-        check_finals(session_finals, sentences)
 
 
 @pytest.mark.slow
