@@ -9,7 +9,7 @@ their next job.
 
 Every answer asks Serve to back off before it retries: a replica chosen here may not answer Serve's queue-length
 probe in time (a new replica on a loaded host), and without backoff the retries spin the handle's routing loop,
-starving the probes and stalling every session of that ingress (the scale-down lost finals this way).
+starving the probes and stalling the sessions of that ingress (seen when a redeploy scaled the decoders down).
 
 Why a router rather than Serve's model multiplexing: multiplexing prefers the replica holding an id but falls
 back to others when that replica is busy or before its ids propagate, which would split a session's jobs.
