@@ -4,6 +4,16 @@ Jobs arrive from every ingress replica through ``decode`` and meet in this repli
 makes one process efficient holds across the cluster. Each call waits for its job's result on the replica's event
 loop (the engine runs the model in its own thread), so Serve's count of ongoing requests on a replica is its queue
 depth plus the batch running: that is what decoder autoscaling targets.
+
+Calls of one session can arrive out of order (several wait for a replica during a redeploy or a scale-down, and
+Serve routes them in no set order; a failover re-sends one later). The scheduler's rules assume the session's
+order, in which a newer job of an utterance replaces or makes moot an older one still queued; so a job that
+arrives after a newer job of its utterance is answered superseded at once, as it would have been in one
+process, instead of making the newer one (perhaps the utterance's adopted final) look moot.
+
+Scale-down and redeploys drain: Serve stops routing to a leaving replica, waits (``graceful_shutdown_timeout_s``)
+for its ongoing calls, which are its queued and running jobs, then calls ``__del__``, which lets the engine
+finish anything left.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from ray import serve
 from ..config import Settings
 from ..decode.engine import DecodeEngine, Superseded
 from ..errors import StreamServerError
-from .wire import DecoderInfo, DecoderLoad, WireJob, WireOutcome
+from .wire import ArrivalOrder, DecoderInfo, DecoderLoad, WireJob, WireOutcome
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,7 @@ class DecoderReplica:
         self.engine: DecodeEngine | None = None
         self._local_ids = itertools.count(1)
         self._owners: Counter[str] = Counter()  # owner -> jobs in flight here
+        self._order = ArrivalOrder()
         self.replica = serve.get_replica_context().replica_id.unique_id
 
     def _running_engine(self) -> DecodeEngine:
@@ -54,6 +65,8 @@ class DecoderReplica:
 
     async def decode(self, wire: WireJob) -> WireOutcome:
         received = time.monotonic()
+        if self._order.overtaken(wire.job):
+            return WireOutcome(superseded=True)
         engine = self._running_engine()
         job = wire.unpack(next(self._local_ids))
         try:

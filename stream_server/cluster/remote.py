@@ -6,11 +6,17 @@ places the owner on a live replica, so the job is decoded there. The session abo
 one outcome, so every utterance still gets exactly one final, in order (the session keeps one final in flight per
 channel); a client sees a latency spike. Queued jobs lost with the replica cost nothing else: partials are
 re-asked by the session's cadence, speculative finals are superseded or re-asked at the real end.
+
+Every call is its own Serve request, sent from a fresh context rather than the websocket's (or upload's) request
+context: Serve gives a call made inside a request that request's internal id, and its router indexes requests
+waiting for a replica by that id, so two calls of one session waiting at once (a redeploy or scale-down leaves
+no routable replica for a moment) left one of them waiting forever and the session's later finals behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import defaultdict
@@ -54,6 +60,7 @@ class RemoteDecoder:
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
         self._tasks: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
+        self._releases: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.hop = HopStats()
 
@@ -85,13 +92,28 @@ class RemoteDecoder:
     def submit(self, job: DecodeJob) -> asyncio.Future[DecodeResult]:
         if self._stopping:
             raise ShuttingDown("the server is shutting down")
-        future: asyncio.Future[DecodeResult] = asyncio.get_running_loop().create_future()
-        task = asyncio.get_running_loop().create_task(self._run(job, future), name=f"remote-job-{job.job_id}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DecodeResult] = loop.create_future()
+        task = contextvars.Context().run(loop.create_task, self._run(job, future), name=f"remote-job-{job.job_id}")
         self._tasks[job.owner].add(task)
-        task.add_done_callback(lambda t: self._tasks[job.owner].discard(t))
+        task.add_done_callback(lambda t: self._forget(job.owner, t))
         return future
 
+    def _forget(self, owner: str, task: asyncio.Task[None]) -> None:
+        tasks = self._tasks.get(owner)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._tasks[owner]
+
     async def _run(self, job: DecodeJob, future: asyncio.Future[DecodeResult]) -> None:
+        try:
+            await self._call(job, future)
+        finally:
+            if not future.done():  # cancelled with its owner: nobody may wait on it forever
+                future.cancel()
+
+    async def _call(self, job: DecodeJob, future: asyncio.Future[DecodeResult]) -> None:
         wire = WireJob.pack(job)
         self.hop.jobs += 1
         self.hop.audio_bytes += wire.nbytes
@@ -102,9 +124,13 @@ class RemoteDecoder:
                 outcome = await self._handle.options(multiplexed_model_id=job.owner).decode.remote(wire)
                 self._record_hop(time.monotonic() - sent - outcome.replica_s)
                 break
-            except FAILOVER_ERRORS as exc:
-                self.hop.failovers += 1
-                log.warning("decoder lost for job %d of %s (%s); attempt %d", job.job_id, job.owner, exc, attempt)
+            except (*FAILOVER_ERRORS, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and asyncio.current_task() not in self._tasks.get(
+                    job.owner, ()
+                ):
+                    raise  # cancel_owner took the task: the owner is gone
+                self.hop.failovers += 1  # (a CancelledError not ours: Serve dropped the call with its replica)
+                log.warning("decoder lost for job %d of %s (%r); attempt %d", job.job_id, job.owner, exc, attempt)
                 await asyncio.sleep(self.retry_backoff_s * attempt)
             except Exception as exc:  # a bug or an unexpected failure: fail the job, never the session
                 log.exception("remote decode of job %d failed", job.job_id)
@@ -133,9 +159,26 @@ class RemoteDecoder:
         tasks = self._tasks.pop(owner, set())
         for task in tasks:
             task.cancel()
-        router.release(owner)
-        self._handle.options(multiplexed_model_id=owner).cancel.remote(owner)
+        # released only once the cancel is routed: it must reach the owner's replica, and must not place it anew
+        response = contextvars.Context().run(self._handle.options(multiplexed_model_id=owner).cancel.remote, owner)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop: nothing to wait on
+            router.release(owner)
+            return len(tasks)
+        release = loop.create_task(self._release(owner, response), name=f"release-{owner}")
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
         return len(tasks)
+
+    @staticmethod
+    async def _release(owner: str, response: Any) -> None:
+        try:
+            await response
+        except Exception as exc:  # its replica is gone: nothing is queued there any more
+            log.info("cancel of %s not answered (%s)", owner, exc)
+        finally:
+            router.release(owner)
 
     def hop_summary(self) -> dict[str, float]:
         """Jobs sent, mean audio bytes per job, failovers, and the hop's added time per job (p50/p95, ms)."""

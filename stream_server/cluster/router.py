@@ -3,8 +3,13 @@
 Every job carries its owner (a session or an upload) as the request's ``multiplexed_model_id``. The first job of
 an owner goes to the replica with the fewest owners placed on it (ties: the shortest queue), and every later job
 of that owner goes to the same replica while it lives, so the scheduler's rules (one queued partial per utterance,
-finals first, superseded speculation) hold exactly as in one process. A replica that dies or is drained drops
-out of the candidates: its owners are placed again, by the same rule, on their next job.
+finals first, superseded speculation) hold exactly as in one process. A replica that dies or is drained (scale-down,
+redeploy) drops out of the candidates: its owners are forgotten at once and placed again, by the same rule, on
+their next job.
+
+Every answer asks Serve to back off before it retries: a replica chosen here may not answer Serve's queue-length
+probe in time (a new replica on a loaded host), and without backoff the retries spin the handle's routing loop,
+starving the probes and stalling the sessions of that ingress (seen when a redeploy scaled the decoders down).
 
 Why a router rather than Serve's model multiplexing: multiplexing prefers the replica holding an id but falls
 back to others when that replica is busy or before its ids propagate, which would split a session's jobs.
@@ -34,15 +39,19 @@ class SessionAffinityRouter(RequestRouter):
         self._placed: OrderedDict[str, ReplicaID] = OrderedDict()  # oldest use first
         self._seen: dict[str, float] = {}
         self._counts: Counter[ReplicaID] = Counter()
+        self._live: frozenset[ReplicaID] = frozenset()
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
+        if pending_request is not None:
+            pending_request.routing_context.should_backoff = True
         if not candidate_replicas:
             return []
         owner = pending_request.metadata.multiplexed_model_id if pending_request is not None else ""
         now = time.monotonic()
         self._forget(now)
+        self._follow(candidate_replicas)
         if owner in self._placed:
             for replica in candidate_replicas:
                 if replica.replica_id == self._placed[owner]:
@@ -71,6 +80,15 @@ class SessionAffinityRouter(RequestRouter):
             self._counts[replica_id] -= 1
             if self._counts[replica_id] <= 0:
                 del self._counts[replica_id]
+
+    def _follow(self, candidates: list[RunningReplica]) -> None:
+        """Forget the placements on replicas that left the candidates (died, drained, replaced)."""
+        live = frozenset(replica.replica_id for replica in candidates)
+        if live == self._live:
+            return
+        self._live = live
+        for owner in [o for o, replica_id in self._placed.items() if replica_id not in live]:
+            self._unplace(owner)
 
     def _forget(self, now: float) -> None:
         while _released:

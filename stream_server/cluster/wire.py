@@ -8,11 +8,12 @@ under the caller's id. Pure: no Ray import, tested without a cluster.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..decode.types import DecodeJob, DecodeResult
+from ..decode.types import DecodeJob, DecodeResult, JobKind
 
 _NO_AUDIO = np.zeros(0, np.float32)
 PCM_SCALE = 32768.0
@@ -36,6 +37,29 @@ class WireJob:
     @property
     def nbytes(self) -> int:
         return int(self.pcm.nbytes)
+
+
+class ArrivalOrder:
+    """Which jobs reach a decoder replica after a newer job of their utterance (by the caller's job ids, which
+    follow the session's order): those are superseded on arrival, as one process would have superseded them
+    in its queue, instead of making the newer job look moot (scheduler rule 4). Remembers the newest job of the
+    ``kept`` utterances seen last."""
+
+    def __init__(self, kept: int = 65536) -> None:
+        self.kept = kept
+        self._newest: OrderedDict[tuple[str, int, int], int] = OrderedDict()  # stream_key -> newest caller job id
+
+    def overtaken(self, job: DecodeJob) -> bool:
+        key = job.stream_key
+        if key is None or job.kind is JobKind.OFFLINE:
+            return False
+        if job.job_id < self._newest.get(key, 0):
+            return True
+        self._newest[key] = job.job_id
+        self._newest.move_to_end(key)
+        if len(self._newest) > self.kept:
+            self._newest.popitem(last=False)
+        return False
 
 
 @dataclass(frozen=True)
