@@ -19,7 +19,7 @@ See docs/decisions.md#trimmed-windows.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, replace
 
 import ctranslate2
@@ -32,7 +32,7 @@ from .backend import AlignedWord, AlignRequest
 from .batching import FRAMES_PER_SECOND, WindowPolicy, cut_prompt, group
 from .language import detect_each, locked_language, needs_detection
 from .repeats import drop_repeats
-from .types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult
+from .types import SAMPLE_RATE, DecodeJob, DecodeOptions, DecodeResult, JobKind
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,19 @@ TOKENS_PER_SECOND = 8
 # A context's text is forced into the 448-token decoder context after the prompt; past this it would crowd out
 # the transcript (25 s of fast read speech is about 90 tokens).
 MAX_CONTEXT_TOKENS = 128
+# Encoder outputs of the last groups with finals, kept for their word alignment (the engine aligns a group's
+# finals right after decoding it, before the next model call), so alignment does not encode the audio again.
+ENCODED_KEPT = 2
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """One group's encoder output: row ``i`` is ``job_ids[i]``'s audio in a window of ``window`` frames (the
+    group's; the alignment uses it too, as the words were decoded from it)."""
+
+    job_ids: tuple[int, ...]
+    window: int
+    output: ctranslate2.StorageView
 
 
 @dataclass
@@ -83,6 +96,8 @@ class WhisperBackend:
         self.window = window
         self.feature_extractor = self._fw.feature_extractor
         self._tokenizers: dict[tuple[str, str | None], Tokenizer] = {}
+        self._encoded: deque[_Encoded] = deque(maxlen=ENCODED_KEPT)
+        self.alignment_encodes = 0  # alignments that had to encode their audio again (none had it kept)
 
     @property
     def languages(self) -> list[str]:
@@ -123,13 +138,19 @@ class WhisperBackend:
         aligned: dict[int, list[AlignedWord]] = {}
         for (task, language, window), indices in by_call.items():
             tokenizer = self.tokenizer(task, language)
-            feats = [self._features(requests[i].job.audio) for i in indices]
-            prefixes = [self._prefix(tokenizer, requests[i].job) for i in indices]
+            jobs = [requests[i].job for i in indices]
+            kept = self._kept_encoding(jobs)
+            if kept is None:
+                self.alignment_encodes += 1
+                encoder_output = self._encode([self._features(job.audio) for job in jobs], window)
+            else:
+                encoder_output, window = kept
+            prefixes = [self._prefix(tokenizer, job) for job in jobs]
             alignments = self._fw.find_alignment(
                 tokenizer,
                 [prefix + list(requests[i].result.tokens) for i, prefix in zip(indices, prefixes)],
-                self._encode(feats, window),
-                [min(f.shape[1], window) for f in feats],
+                encoder_output,
+                [min(max(1, len(job.audio) // HOP_SAMPLES), window) for job in jobs],
             )
             for i, prefix, alignment in zip(indices, prefixes, alignments):
                 job = requests[i].job
@@ -144,6 +165,22 @@ class WhisperBackend:
         return tuple(self._text_tokenizer().encode(" " + text))
 
     # --- internals
+
+    def _kept_encoding(self, jobs: list[DecodeJob]) -> tuple[ctranslate2.StorageView, int] | None:
+        """The encoder output ``jobs`` were decoded with and its window, if kept: the group's own when they are
+        that group, in its order; their rows of it on the CPU; else None (to be encoded again)."""
+        ids = tuple(job.job_id for job in jobs)
+        for kept in reversed(self._encoded):
+            if not set(ids) <= set(kept.job_ids):
+                continue
+            if ids == kept.job_ids:
+                return kept.output, kept.window
+            if self.device != "cpu":
+                return None  # rows of a device array would go through host memory: encoding again is cheaper
+            rows = [kept.job_ids.index(i) for i in ids]
+            output = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(kept.output)[rows]))
+            return output, kept.window
+        return None
 
     def _text_tokenizer(self) -> Tokenizer:
         return self.tokenizer("transcribe", "en")  # (faster-whisper refuses language None)
@@ -233,6 +270,8 @@ class WhisperBackend:
         jobs = [job for job, _ in group]
         feats = [self._features(j.audio) for j in jobs]
         encoder_output = self._encode(feats, window)
+        if any(job.kind is JobKind.FINAL for job in jobs):
+            self._encoded.append(_Encoded(tuple(job.job_id for job in jobs), window, encoder_output))
         items = []
         for (job, previous), f, (lang, p) in zip(group, feats, self._languages(jobs, encoder_output)):
             tok = self.tokenizer(job.options.task, lang)

@@ -104,6 +104,31 @@ def test_word_timestamps_and_silence(backend, clips):
     assert quiet.text == ""
 
 
+def test_alignment_reuses_the_encoder_output_of_the_decode(backend, clips):
+    """Word times come from the encoder output the final was decoded with (no second encode), for the whole
+    group or some of its rows, and agree with times from a fresh encode."""
+    jobs = [
+        DecodeJob(f"a{i}", JobKind.FINAL, clip, DecodeOptions(word_timestamps=True)) for i, clip in enumerate(clips)
+    ]
+    results = backend.decode_batch(jobs)
+    requests = [AlignRequest(job, result, for_words=True) for job, result in zip(jobs, results)]
+    encodes = backend.alignment_encodes
+    kept_all = backend.align(requests)
+    kept_some = backend.align(requests[1:3])
+    assert backend.alignment_encodes == encodes  # nothing encoded again
+    backend._encoded.clear()
+    fresh = backend.align(requests)
+    assert backend.alignment_encodes > encodes
+    for some, whole in zip(kept_some, kept_all[1:3]):  # (batch composition moves scores by rounding only)
+        assert [w["word"] for w in some] == [w["word"] for w in whole]
+        assert [w["start"] for w in some] == pytest.approx([w["start"] for w in whole], abs=0.05)
+    for kept, again, result in zip(kept_all, fresh, results):
+        assert [w["word"] for w in kept] == [w["word"] for w in again]
+        assert "".join(w["word"] for w in kept).strip() == result.text.strip()
+        # the group's window may be longer than the job's own: the times agree to within a few frames
+        assert max(abs(a["start"] - b["start"]) + abs(a["end"] - b["end"]) for a, b in zip(kept, again)) <= 0.2
+
+
 def test_an_early_end_of_transcript_is_continued(backend):
     """Whisper's early stop, made to order: the result of a two-sentence final cut after its first sentence.
     The repair aligns it, finds the uncovered audio, has it decoded as a job of its own and joins it on."""
