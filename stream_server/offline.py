@@ -205,8 +205,9 @@ async def transcribe_segments(
     chunk by chunk, yielding segments in file order as they complete. Each job gets a float32 copy of its
     chunk only.
 
-    ``owner`` names the request to the engine; when the consumer stops early (client gone, error), the
-    generator's ``finally`` cancels this request's queued jobs so they do not occupy the model.
+    ``owner`` names the request to the engine; however the request ends (done, client gone, error), the
+    generator's ``finally`` calls ``cancel_owner``: queued jobs of a request stopped early do not occupy the
+    model, and a decoder tier stops counting the request as load.
     ``detect_language``: decode the first chunk alone and fix its detected language for the others (a
     multilingual model without a ``language`` field), reported through ``language_found``.
     Raises ``Overloaded`` from ``engine.submit`` and whatever a failed decode sets on its future.
@@ -217,7 +218,6 @@ async def transcribe_segments(
     in_flight: collections.deque[tuple[tuple[int, int], asyncio.Future[DecodeResult]]] = collections.deque()
     next_chunk = 0
     segment_id = 0
-    finished = False
     try:
         while next_chunk < len(chunks) or in_flight:
             limit = 1 if detect_language and progress.language is None else max_in_flight
@@ -252,12 +252,13 @@ async def transcribe_segments(
                     continue
                 yield _segment(segment_id, chunk, result)
                 segment_id += 1
-        finished = True
     finally:
         for _, future in in_flight:
             future.cancel()
-        if not finished:  # the consumer stopped early or a decode failed: drop this request's queued jobs
-            engine.cancel_owner(owner)
+        # The request is over, as a closed session is: release its owner. That drops its queued jobs when the
+        # consumer stopped early or a decode failed, and frees its place on a decoder tier (a no-op in one
+        # process once every job has finished).
+        engine.cancel_owner(owner)
 
 
 def _with_language(options: DecodeOptions, language: str | None) -> DecodeOptions:

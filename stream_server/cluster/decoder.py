@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 from ray import serve
@@ -30,7 +29,7 @@ from ray import serve
 from ..config import Settings
 from ..decode.engine import DecodeEngine, Superseded
 from ..errors import StreamServerError
-from .wire import ArrivalOrder, DecoderInfo, DecoderLoad, WireJob, WireOutcome
+from .wire import ArrivalOrder, DecoderInfo, DecoderLoad, OwnerTable, WireJob, WireOutcome
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class DecoderReplica:
         self.backend = load_backend(self.settings.backend_config())
         self.engine: DecodeEngine | None = None
         self._local_ids = itertools.count(1)
-        self._owners: Counter[str] = Counter()  # owner -> jobs in flight here
+        self._owners = OwnerTable()  # owners placed here and not yet released (their load, for routing)
         self._order = ArrivalOrder()
         self.replica = serve.get_replica_context().replica_id.unique_id
 
@@ -65,6 +64,8 @@ class DecoderReplica:
 
     async def decode(self, wire: WireJob) -> WireOutcome:
         received = time.monotonic()
+        if not self._owners.arrived(wire.job.owner, received):  # a late call of a released owner: nobody waits
+            return WireOutcome(error_code="cancelled", error_message="the owner was released")
         if self._order.overtaken(wire.job):
             return WireOutcome(superseded=True)
         engine = self._running_engine()
@@ -73,7 +74,6 @@ class DecoderReplica:
             future = engine.submit(job)
         except StreamServerError as exc:
             return WireOutcome(error_code=exc.code, error_message=exc.message)
-        self._owners[job.owner] += 1
         try:
             result = await future
             return WireOutcome.of(wire.job.job_id, result, time.monotonic() - received)
@@ -83,13 +83,10 @@ class DecoderReplica:
             return WireOutcome(error_code="cancelled", error_message="decode cancelled")
         except StreamServerError as exc:
             return WireOutcome(error_code=exc.code, error_message=exc.message)
-        finally:
-            self._owners[job.owner] -= 1
-            if self._owners[job.owner] <= 0:
-                del self._owners[job.owner]
 
     async def cancel(self, owner: str) -> int:
-        """Drop ``owner``'s queued jobs (its session closed)."""
+        """Release ``owner`` (its session closed, its upload ended): drop its queued jobs and its place here."""
+        self._owners.release(owner)
         return self._running_engine().cancel_owner(owner)
 
     async def load(self) -> DecoderLoad:

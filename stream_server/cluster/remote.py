@@ -29,7 +29,7 @@ from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableE
 from ..decode.engine import Superseded
 from ..decode.types import BatchStats, DecodeJob, DecodeResult
 from ..errors import DecodeFailed, Overloaded, ShuttingDown, StreamServerError
-from . import router
+from . import releases
 from .wire import DecoderInfo, DecoderLoad, WireJob, WireOutcome
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class RemoteDecoder:
         self.retry_backoff_s = retry_backoff_s
         self._tasks: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
         self._releases: set[asyncio.Task[None]] = set()
+        self._placed: set[str] = set()  # owners that sent a job and are not released yet
         self._stopping = False
         self.hop = HopStats()
 
@@ -95,6 +96,7 @@ class RemoteDecoder:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[DecodeResult] = loop.create_future()
         task = contextvars.Context().run(loop.create_task, self._run(job, future), name=f"remote-job-{job.job_id}")
+        self._placed.add(job.owner)
         self._tasks[job.owner].add(task)
         task.add_done_callback(lambda t: self._forget(job.owner, t))
         return future
@@ -156,15 +158,21 @@ class RemoteDecoder:
             del self.hop.hop_s[:500]
 
     def cancel_owner(self, owner: str) -> int:
+        """Cancel ``owner``'s jobs and release it (its session closed, its upload ended): its decoder replica
+        drops its queued jobs and stops counting it, and so does the router. An owner that never sent a job
+        holds no place: nothing is sent."""
         tasks = self._tasks.pop(owner, set())
         for task in tasks:
             task.cancel()
+        if owner not in self._placed:
+            return len(tasks)
+        self._placed.discard(owner)
         # released only once the cancel is routed: it must reach the owner's replica, and must not place it anew
         response = contextvars.Context().run(self._handle.options(multiplexed_model_id=owner).cancel.remote, owner)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the event loop: nothing to wait on
-            router.release(owner)
+            releases.release(owner)
             return len(tasks)
         release = loop.create_task(self._release(owner, response), name=f"release-{owner}")
         self._releases.add(release)
@@ -178,7 +186,7 @@ class RemoteDecoder:
         except Exception as exc:  # its replica is gone: nothing is queued there any more
             log.info("cancel of %s not answered (%s)", owner, exc)
         finally:
-            router.release(owner)
+            releases.release(owner)
 
     def hop_summary(self) -> dict[str, float]:
         """Jobs sent, mean audio bytes per job, failovers, and the hop's added time per job (p50/p95, ms)."""

@@ -15,23 +15,27 @@ Why a router rather than Serve's model multiplexing: multiplexing prefers the re
 back to others when that replica is busy or before its ids propagate, which would split a session's jobs.
 
 The router runs in the process that owns the deployment handle (an ingress replica), beside ``RemoteDecoder``,
-which calls ``release`` when an owner is done so its place stops counting as load.
+which calls ``releases.release`` when an owner is done (a closed session, a finished upload) so its place stops counting
+as load. Accounting: an owner counts on exactly one replica, the one it is placed on, until it is released, its
+replica leaves, or it is forgotten; a request of a released owner that Serve routes late (a call cancelled
+with its session while it waited for a replica) is sent to the least loaded replica without placing the owner
+again. Each router counts the owners of its own ingress replica; the decoders' own count of unreleased owners
+(``routing_stats["owners"]``, which covers every ingress replica but lags) breaks ties before queue depth.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
+from . import releases
+
 # Owners not seen for this long are forgotten even if never released; bounds the table.
 FORGET_AFTER_S = 3600.0
-_released: set[str] = set()  # owners released by this process's RemoteDecoder, dropped on the next routing
-
-
-def release(owner: str) -> None:
-    _released.add(owner)
+# Released owners remembered so that a late request does not place them again; bounds that memory.
+RELEASED_KEPT = 65536
 
 
 class SessionAffinityRouter(RequestRouter):
@@ -40,6 +44,9 @@ class SessionAffinityRouter(RequestRouter):
         self._seen: dict[str, float] = {}
         self._counts: Counter[ReplicaID] = Counter()
         self._live: frozenset[ReplicaID] = frozenset()
+        self.released: deque[str] = deque()  # appended by ``releases.release`` (ingress loop), drained here
+        self._gone: OrderedDict[str, None] = OrderedDict()  # owners released, newest last
+        releases.register(self)
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -59,15 +66,15 @@ class SessionAffinityRouter(RequestRouter):
                     return [[replica]]
             self._unplace(owner)  # its replica is gone: place it again
         chosen = min(candidate_replicas, key=self._load)
-        if owner:
+        if owner and owner not in self._gone:
             self._placed[owner] = chosen.replica_id
             self._counts[chosen.replica_id] += 1
             self._touch(owner, now)
         return [[chosen]]
 
-    def _load(self, replica: RunningReplica) -> tuple[int, int]:
+    def _load(self, replica: RunningReplica) -> tuple[int, int, int]:
         stats = replica.routing_stats or {}
-        return self._counts[replica.replica_id], int(stats.get("queue_depth", 0))
+        return self._counts[replica.replica_id], int(stats.get("owners", 0)), int(stats.get("queue_depth", 0))
 
     def _touch(self, owner: str, now: float) -> None:
         self._seen[owner] = now
@@ -90,9 +97,16 @@ class SessionAffinityRouter(RequestRouter):
         for owner in [o for o, replica_id in self._placed.items() if replica_id not in live]:
             self._unplace(owner)
 
+    def _drain_released(self) -> None:
+        while self.released:
+            owner = self.released.popleft()
+            self._unplace(owner)
+            self._gone[owner] = None
+            if len(self._gone) > RELEASED_KEPT:
+                self._gone.popitem(last=False)
+
     def _forget(self, now: float) -> None:
-        while _released:
-            self._unplace(_released.pop())
+        self._drain_released()
         while self._placed:
             owner = next(iter(self._placed))
             if now - self._seen.get(owner, 0.0) < FORGET_AFTER_S:

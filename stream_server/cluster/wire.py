@@ -62,6 +62,38 @@ class ArrivalOrder:
         return False
 
 
+class OwnerTable:
+    """The owners (sessions, uploads) placed on a decoder replica: from their first job until ``release`` (the
+    ingress sends it when the owner is done), or ``forget_after_s`` without a job (an ingress that died never
+    releases). A job of an owner released here is refused: it was sent before the release and nobody waits for
+    it. Remembers the last ``kept`` released owners."""
+
+    def __init__(self, forget_after_s: float = 3600.0, kept: int = 65536) -> None:
+        self.forget_after_s = forget_after_s
+        self.kept = kept
+        self._seen: OrderedDict[str, float] = OrderedDict()  # owner -> its last job (monotonic s), oldest first
+        self._released: OrderedDict[str, None] = OrderedDict()
+
+    def arrived(self, owner: str, now: float) -> bool:
+        """A job of ``owner`` arrived at ``now``; False when the owner was already released."""
+        if owner in self._released:
+            return False
+        self._seen[owner] = now
+        self._seen.move_to_end(owner)
+        while self._seen and now - next(iter(self._seen.values())) > self.forget_after_s:
+            self._seen.popitem(last=False)
+        return True
+
+    def release(self, owner: str) -> None:
+        self._seen.pop(owner, None)
+        self._released[owner] = None
+        if len(self._released) > self.kept:
+            self._released.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 @dataclass(frozen=True)
 class WireOutcome:
     """One of: a result (under the caller's job id), superseded (a newer job of the utterance replaced it), or
@@ -91,7 +123,7 @@ class DecoderLoad:
 
     replica: str
     queue_depth: int
-    owners: int  # sessions and uploads that sent it work and have not been released
+    owners: int  # sessions and uploads placed on it (sent it work) and not released (``OwnerTable``)
     busy: bool
     batches: int
     items: int

@@ -108,6 +108,19 @@ def deploy_decoders(settings: Settings, replicas: int) -> None:
     assert len(decoder_actors()) == replicas
 
 
+def items_per_decoder(port: int) -> dict[str, int]:
+    status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status").read())
+    return {load["replica"]: load["items"] for load in status["decoders"]}
+
+
+def wait_until_routable(port: int, decoders: int) -> None:
+    """Until every decoder answers ``/v1/status`` several times in a row (a replacement may still be starting)."""
+    deadline, seen = time.monotonic() + 60, 0
+    while seen < 6 and time.monotonic() < deadline:
+        seen = seen + 1 if len(items_per_decoder(port)) == decoders else 0
+        time.sleep(0.5)
+
+
 def test_sessions_and_an_upload_through_both_tiers(cluster: dict[str, Any]) -> None:
     port = cluster["port"]
     audio = two_sentences()
@@ -131,6 +144,12 @@ def test_sessions_and_an_upload_through_both_tiers(cluster: dict[str, Any]) -> N
     status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status").read())
     loads = status["decoders"]
     assert len(loads) == 2 and all(load["items"] > 0 for load in loads), loads  # sessions spread over both
+    # every session and the upload released its place: none still counts as load on a decoder
+    deadline = time.monotonic() + 10
+    while any(load["owners"] for load in loads) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        loads = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status").read())["decoders"]
+    assert not any(load["owners"] for load in loads), loads
 
 
 @pytest.mark.slow
@@ -146,25 +165,17 @@ def test_scale_down_mid_stream_drains_with_no_lost_final(cluster: dict[str, Any]
     sessions = 6
     errors: list[dict[str, Any]] = []
 
-    def items_per_decoder() -> dict[str, int]:
-        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status").read())
-        return {load["replica"]: load["items"] for load in status["decoders"]}
-
-    # both decoders routable from both ingress replicas (a replica replaced by an earlier test may still be starting)
-    deadline, seen = time.monotonic() + 60, 0
-    while seen < 6 and time.monotonic() < deadline:
-        seen = seen + 1 if len(items_per_decoder()) == 2 else 0
-        time.sleep(0.5)
+    wait_until_routable(port, 2)
 
     async def sessions_while_scaling_down() -> tuple[list[list[dict[str, Any]]], list[int]]:
-        before = await asyncio.to_thread(items_per_decoder)
+        before = await asyncio.to_thread(items_per_decoder, port)
         first_final = asyncio.Event()
         running = [
             asyncio.create_task(stream(port, audio, on_final=lambda _: first_final.set(), errors=errors))
             for _ in range(sessions)
         ]
         await asyncio.wait_for(first_final.wait(), 60)
-        after = await asyncio.to_thread(items_per_decoder)
+        after = await asyncio.to_thread(items_per_decoder, port)
         await asyncio.to_thread(deploy_decoders, settings, 1)
         return await asyncio.gather(*running), [after[r] - before.get(r, 0) for r in after]
 
@@ -208,6 +219,17 @@ def test_a_decoder_killed_mid_stream_loses_no_final(cluster: dict[str, Any]) -> 
     while len(decoder_actors()) < 2 and time.monotonic() < deadline:  # Serve replaces the dead replica
         time.sleep(1)
     assert len(decoder_actors()) == 2
+    # the survivor's sessions were released when they closed: new sessions go to it as to the replacement
+    wait_until_routable(port, 2)
+    before = items_per_decoder(port)
+
+    async def new_sessions() -> list[list[dict[str, Any]]]:
+        return await asyncio.gather(*[stream(port, audio, pace=4.0) for _ in range(4)])
+
+    for finals in asyncio.run(new_sessions()):
+        check_finals(finals)
+    after = items_per_decoder(port)
+    assert all(after[r] > before.get(r, 0) for r in after), (before, after)
 
 
 @pytest.mark.slow

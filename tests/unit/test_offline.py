@@ -224,3 +224,12 @@ async def test_chunks_finishing_together_refill_with_one_shared_prompt() -> None
     prompts = [job.prompt_text for job in engine.jobs]
     assert prompts[:4] == [""] * 4
     assert len(set(prompts[4:8])) == 1 and prompts[4].count("chunk") == 4  # the whole first wave as context
+
+
+async def test_a_finished_request_releases_its_owner_once_every_job_is_done() -> None:
+    """As a closed session does: a decoder tier counts an owner as load until it is released."""
+    engine = FakeEngine()
+    await transcribe_file(
+        engine, _audio(100), owner="done", options=_options(), split=_speech_every(30, 10), default_language="en"
+    )
+    assert engine.cancelled == ["done"] and engine.in_flight == 0 and len(engine.jobs) == 4
