@@ -64,13 +64,19 @@ def plot_latency(result: dict[str, Any], path: Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     machine = result.get("machine", {})
-    fig.suptitle(
+    return _save(
+        fig,
+        path,
         f"{result.get('model', {}).get('id')} on {machine.get('device')} ({machine.get('cpu_count')} cores, "
         f"{machine.get('cpu', '')[:40]}), {result.get('mode')} run {result.get('date_utc', '')[:10]}; "
         f"x = fell behind; dashed = {CAPACITY_P95_S} s",
-        fontsize=9,
+        rect=(0, 0.1, 1, 1),
     )
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+
+
+def _save(fig: Any, path: Path, title: str, rect: tuple[float, float, float, float] | None = None) -> Path:
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -114,15 +120,12 @@ def plot_breakdown(result: dict[str, Any], path: Path) -> Path | None:
             ax.axhline(CAPACITY_P95_S, color="grey", linestyle="--", linewidth=1)
             ax.grid(True, axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(
+    return _save(
+        fig,
+        path,
         f"Where the final latency goes (speech end -> final written), {result.get('model', {}).get('id')}, "
         f"{result.get('mode')} run {result.get('date_utc', '')[:10]}; dashed = {CAPACITY_P95_S} s",
-        fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_core(core: dict[str, Any], path: Path) -> Path:
@@ -154,15 +157,12 @@ def plot_core(core: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(
+    return _save(
+        fig,
+        path,
         f"Whisper core alone: {core['utterances']} LibriSpeech utterances ({core['audio_s']} s), "
         f"{core['device']} {core['compute_type']}, beam {core['beam_size']}",
-        fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
