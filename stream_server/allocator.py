@@ -1,4 +1,5 @@
-"""Give memory freed by ended sessions back to the OS once the server is at rest (glibc only).
+"""glibc's allocator for a long-running server: arenas bounded at start-up, and memory freed by ended sessions
+given back to the OS once the server is at rest (glibc only; elsewhere these do nothing).
 
 glibc keeps freed chunks inside its heaps; after waves of dropped sessions RSS stayed hundreds of MB above the
 baseline although the memory was free (see docs/decisions.md#memory-plateau). ``malloc_trim(0)`` returns it, but
@@ -13,9 +14,27 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+
+# glibc's mallopt parameters (malloc.h)
+_M_ARENA_MAX = -8
+
+
+def bound_allocator() -> bool:
+    """``MALLOC_ARENA_MAX=2`` for any install: glibc otherwise keeps memory freed by ended sessions in one arena
+    per thread. Only the arena bound: a fixed ``mmap`` threshold and a zero trim threshold map and unmap every
+    large buffer of every decode and cost latency (see docs/decisions.md#memory-plateau). Variables set in the
+    environment win; returns whether the setting was applied (glibc only)."""
+    if any(name.startswith("MALLOC_") for name in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, 2))
 
 
 def malloc_trim() -> bool:

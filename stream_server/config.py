@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         ),
     )
     header_timeout_s: float = Field(10.0, description="a connection must send a complete request head within this")
+    body_timeout_s: float = Field(
+        30.0,
+        description=(
+            "a request body must not pause longer than this between two reads, and must average at least 500 "
+            "bytes/s once this long has passed; else 408 and the connection is closed"
+        ),
+    )
     drain_timeout_s: float = Field(
         5.0, description="a closed connection whose client reads none of its last bytes for this long is aborted"
     )

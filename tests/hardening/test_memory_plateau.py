@@ -1,7 +1,7 @@
 """RSS at rest after waves of abruptly dropped sessions (issue 18 finding 13).
 
 glibc kept freed session memory in its heaps (RSS grew by hundreds of MB a wave), and every resampled channel
-held a thread per core. ``server.bound_allocator`` bounds the arenas, ``allocator.trim_when_idle`` returns free
+held a thread per core. ``allocator.bound_allocator`` bounds the arenas, ``allocator.trim_when_idle`` returns free
 memory once the server is at rest, and ``audio.Resampler`` runs its filter graph on the calling thread.
 See docs/decisions.md#memory-plateau.
 """
