@@ -223,7 +223,8 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # a request head is complete (or the connection is done)
             self._stop_waiting()
-        if self.conn.their_state is not h11.SEND_BODY:
+        # an upgraded connection belongs to the websocket protocol now (h11 still waits for the upgrade's body)
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.get_protocol() is not self:
             self._body = None
         elif self._body is not None:
             self._body.received(self.loop.time(), len(data))
@@ -233,7 +234,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def _check_body(self, body: BodyClock) -> None:
         if body is not self._body or self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
-            return  # that body is complete (or the connection is over)
+            return  # that body is complete (or the connection is over, or upgraded)
+        if self.transport.get_protocol() is not self:
+            return
         why = body.expired(self.loop.time(), self.flow.read_paused)
         if why is None:
             self.loop.call_later(min(1.0, self.limits.body_timeout_s / 2), self._check_body, body)

@@ -7,6 +7,7 @@ the only upload decode slot) still work. ``BodyClock`` itself is checked without
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -18,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import websockets
 
 from stream_server.request_body import BodyClock
 
@@ -153,3 +155,17 @@ def test_the_body_clock_counts_gaps_rates_and_not_the_servers_own_pauses() -> No
     assert paused.expired(30.0, paused=True) is None  # the server was not reading: not the client's gap
     assert paused.expired(31.0, paused=False) is None
     assert paused.counted_s == pytest.approx(2.0)
+
+
+def test_a_websocket_session_outlives_the_body_timeout(patient: ServerHandle) -> None:
+    """The upgrade request is where h11 still waits for a body: no 408 may be written into the websocket."""
+
+    async def session() -> list[dict[str, object]]:
+        async with websockets.connect(f"{patient.ws_url}/v1/listen") as ws:
+            await ws.recv()
+            await asyncio.sleep(2 * BODY_TIMEOUT_S + 1.5)
+            await ws.send(json.dumps({"type": "close_stream"}))
+            return [json.loads(m) async for m in ws]
+
+    events = asyncio.run(session())
+    assert events[-1]["type"] == "session.closed", events
