@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -281,3 +282,29 @@ def test_configure_after_audio_or_twice_is_a_protocol_error(echo_client: TestCli
         ws.send_json({"type": "close_stream"})
         messages, code = until_closed(ws)
     assert code == 1000 and [m["text"] for m in messages if m["type"] == "final"] == ["second"]
+
+
+def intake_seconds(client: TestClient, pcm: bytes, query: str, chunk: int) -> tuple[float, float]:
+    """Wall seconds from the first audio to ``session.closed``, and the audio seconds the session took."""
+    with client.websocket_connect(f"/v1/listen?{query}") as ws:
+        ws.receive_json()
+        started = time.monotonic()
+        for i in range(0, len(pcm), chunk):
+            ws.send_bytes(pcm[i : i + chunk])
+        ws.send_json({"type": "close_stream"})
+        messages, _ = until_closed(ws, limit=2000)
+    return time.monotonic() - started, messages[-1]["audio_seconds"]
+
+
+def test_an_8_channel_48_khz_connection_is_paced_at_the_intake_speed(make_client: Any) -> None:
+    """20 s of 8-channel 48 kHz audio sent at once: the first 10 s are taken at once, the rest at 10 x real time
+    (at least 1 s more), and every second of it is taken."""
+    pcm = bytes(20 * 48000 * 8 * 2)
+    query, chunk = "sample_rate=48000&channels=8", 48000 * 8 * 2 // 4
+    limited, _ = make_client(max_intake_speed=10)
+    unlimited, _ = make_client(max_intake_speed=0)
+    paced_s, paced_audio = intake_seconds(limited, pcm, query, chunk)
+    free_s, free_audio = intake_seconds(unlimited, pcm, query, chunk)
+    assert paced_audio == free_audio == pytest.approx(20.0, abs=0.01)
+    print(f"8 ch 48 kHz, 20 s at once: {paced_s:.2f} s paced, {free_s:.2f} s unlimited")
+    assert paced_s >= 0.95 and paced_s > free_s + 0.5, (paced_s, free_s)
