@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
 from . import __version__
+from .allocator import trim_when_idle
 from .auth import ApiKeyAuth
 from .config import Settings
 from .decode.backend import DecodeBackend
@@ -89,9 +90,14 @@ def create_app(
         else:
             decoder = await _start_engine(settings, backend, svc.metrics)
         svc.decoder.attach(decoder, busy=lambda: decoder.busy)
+        # memory freed by ended sessions goes back to the OS at rest (see docs/decisions.md#memory-plateau)
+        trimmer = asyncio.create_task(
+            trim_when_idle(lambda: len(svc.registry) == 0 and not decoder.busy, lambda: svc.registry.admitted)
+        )
         try:
             yield
         finally:
+            trimmer.cancel()
             if not svc.registry.draining:  # the server's SIGTERM hook drained them already
                 await svc.registry.drain(settings.shutdown_grace_s)
             await decoder.stop()

@@ -7,6 +7,7 @@ keeps its filter state across chunks, so a stream resampled piecewise equals the
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Literal
 
 import av
@@ -51,36 +52,55 @@ class PcmDecoder:
 
 
 class Resampler:
-    """Mono float32 at ``rate`` Hz -> mono float32 at 16 kHz, stateful across chunks."""
+    """Mono float32 at ``rate`` Hz -> mono float32 at 16 kHz, stateful across chunks.
+
+    Its own one-thread libavfilter graph (what ``av.AudioResampler`` builds, less the threads): a graph left to
+    its defaults starts a thread per core, so every channel of every session held that many threads until the
+    session was collected (see docs/decisions.md#memory-plateau)."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self._resampler = (
-            None if rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        )
+        self._graph: av.filter.Graph | None = None
+        if rate != SAMPLE_RATE:
+            graph = av.filter.Graph()
+            graph.threads = 1
+            source = graph.add_abuffer(format="flt", sample_rate=rate, layout="mono", time_base=Fraction(1, rate))
+            convert = graph.add("aresample", str(SAMPLE_RATE))
+            shape = graph.add("aformat", f"sample_fmts=flt:sample_rates={SAMPLE_RATE}:channel_layouts=mono")
+            sink = graph.add("abuffersink")
+            source.link_to(convert)
+            convert.link_to(shape)
+            shape.link_to(sink)
+            graph.configure()
+            self._graph = graph
         self._pts = 0
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
-        if self._resampler is None or len(samples) == 0:
+        if self._graph is None or len(samples) == 0:
             return np.ascontiguousarray(samples, dtype=np.float32)
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, np.float32)[None, :], "flt", "mono")
         frame.sample_rate = self.rate
         frame.pts = self._pts
         self._pts += len(samples)
-        return _concat(self._resampler.resample(frame))
+        self._graph.push(frame)
+        return self._pull(self._graph)
 
     def flush(self) -> np.ndarray:
         """The samples libswresample still holds (call once at end of stream)."""
-        if self._resampler is None:
+        if self._graph is None:
             return np.zeros(0, np.float32)
-        return _concat(self._resampler.resample(None))
+        self._graph.push(None)
+        return self._pull(self._graph)
 
-
-def _concat(frames: list[av.AudioFrame]) -> np.ndarray:
-    if not frames:
-        return np.zeros(0, np.float32)
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
-
-
-def float_to_pcm16(samples: np.ndarray) -> bytes:
-    return bytes((np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
+    @staticmethod
+    def _pull(graph: av.filter.Graph) -> np.ndarray:
+        parts = []
+        while True:
+            try:
+                frame = graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+            parts.append(frame.to_ndarray().reshape(-1))
+        if not parts:
+            return np.zeros(0, np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     max_session_s: float = Field(4 * 3600.0, description="longest websocket session (wall seconds)")
     idle_timeout_s: float = Field(60.0, description="close a session with no audio or keepalive for this long")
     max_backlog_s: float = Field(30.0, description="audio a session may have buffered but not yet processed")
+    max_intake_speed: float = Field(
+        10.0,
+        description=(
+            "how many times faster than real time a websocket connection's audio is taken, counted over all its "
+            "channels at its sample rate, after a first 10 s of it at once; faster: the server reads that socket "
+            "more slowly (0: no limit)"
+        ),
+    )
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest HTTP upload")
     max_upload_duration_s: float = Field(4 * 3600.0, description="longest decoded HTTP upload")
     shutdown_grace_s: float = Field(15.0, description="time given to open sessions to finish on SIGTERM")
@@ -157,6 +165,13 @@ class Settings(BaseSettings):
         ),
     )
     header_timeout_s: float = Field(10.0, description="a connection must send a complete request head within this")
+    body_timeout_s: float = Field(
+        30.0,
+        description=(
+            "a request body must not pause longer than this between two reads, and must average at least 500 "
+            "bytes/s once this long has passed; else 408 and the connection is closed"
+        ),
+    )
     drain_timeout_s: float = Field(
         5.0, description="a closed connection whose client reads none of its last bytes for this long is aborted"
     )

@@ -5,6 +5,8 @@ cannot see it. The guards here are:
 
 - **Request header timeout** (``header_timeout_s``): a connection that has not sent a complete request head
   within it gets ``408`` (or nothing, when it sent nothing) and is closed: slowloris sockets do not pile up.
+- **Request body timeout** (``body_timeout_s``, see ``request_body.BodyClock``): a body that pauses that long,
+  or trickles in slower than 500 bytes/s, gets ``408`` and the connection is closed; the app sees a disconnect.
 - **Connection cap** (``max_connections``, HTTP and websocket together): past it, the oldest connection
   still sending its request head is dropped to make room, so ``/healthz`` and real clients get through a flood
   of idle sockets; when there is none, the new connection gets ``503`` in OpenAI's error shape and is closed.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -43,7 +44,9 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import MAX_LINE_LENGTH
 
+from .allocator import bound_allocator
 from .config import Settings
+from .request_body import BodyClock
 from .transport.services import services
 from .uploads_guard import UploadGuard, process_upload_guard
 
@@ -63,31 +66,13 @@ class ConnectionLimits:
     max_connections: int = 1000
     header_timeout_s: float = 10.0
     drain_timeout_s: float = 5.0
+    body_timeout_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings, fd_limit: int) -> ConnectionLimits:
         """``fd_limit``: the process's open-file limit; the cap stays below it so ``accept()`` never fails."""
         cap = min(settings.max_connections, max(16, fd_limit - RESERVED_FDS))
-        return cls(cap, settings.header_timeout_s, settings.drain_timeout_s)
-
-
-# glibc's mallopt parameters (malloc.h)
-_M_ARENA_MAX = -8
-
-
-def bound_allocator() -> bool:
-    """``MALLOC_ARENA_MAX=2`` for any install: glibc otherwise keeps memory freed by ended sessions in one arena
-    per thread (see docs/decisions.md#memory-plateau). Only the arena bound: a fixed ``mmap`` threshold and a
-    zero trim threshold, tried too, map and unmap every large buffer of every decode, and single-stream final
-    latency went from 0.60 to 0.97 s (p50, conversational turns). Variables set in the environment win;
-    returns whether the setting was applied (glibc only)."""
-    if any(name.startswith("MALLOC_") for name in os.environ):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(_M_ARENA_MAX, 2))
+        return cls(cap, settings.header_timeout_s, settings.drain_timeout_s, settings.body_timeout_s)
 
 
 def raise_fd_limit() -> int:
@@ -206,6 +191,7 @@ class GuardedH11Protocol(H11Protocol):
 
     _head_timer: asyncio.TimerHandle | None = None
     _bytes_seen = False
+    _body: BodyClock | None = None  # while a request body streams in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_bounded(transport, self.limits, self.loop))
@@ -237,6 +223,32 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # a request head is complete (or the connection is done)
             self._stop_waiting()
+        # an upgraded connection belongs to the websocket protocol now (h11 still waits for the upgrade's body)
+        if self.conn.their_state is not h11.SEND_BODY or self.transport.get_protocol() is not self:
+            self._body = None
+        elif self._body is not None:
+            self._body.received(self.loop.time(), len(data))
+        else:
+            self._body = BodyClock(self.limits.body_timeout_s, self.loop.time())
+            self.loop.call_later(min(1.0, self.limits.body_timeout_s / 2), self._check_body, self._body)
+
+    def _check_body(self, body: BodyClock) -> None:
+        if body is not self._body or self.conn.their_state is not h11.SEND_BODY or self.transport.is_closing():
+            return  # that body is complete (or the connection is over, or upgraded)
+        if self.transport.get_protocol() is not self:
+            return
+        why = body.expired(self.loop.time(), self.flow.read_paused)
+        if why is None:
+            self.loop.call_later(min(1.0, self.limits.body_timeout_s / 2), self._check_body, body)
+            return
+        log.info("request body timed out: %s", why)
+        cycle, self._body = self.cycle, None
+        if cycle is None or not cycle.response_started:
+            self.transport.write(_refusal(408, "Request Timeout", "request_timeout", f"The request timed out: {why}."))
+        self.transport.close()
+        if cycle is not None:  # the app stops waiting for the rest of the body now (uvicorn's own disconnect)
+            cycle.disconnected = True
+            cycle.message_event.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()

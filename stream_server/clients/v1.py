@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -77,6 +77,8 @@ LISTEN_PATH = "/v1/listen"
 FINALIZE = json.dumps({"type": "finalize"})
 CLOSE_STREAM = json.dumps({"type": "close_stream"})
 KEEPALIVE = json.dumps({"type": "keepalive"})
+# A prompt longer than this percent-encoded goes in a ``configure`` message: the server's request line holds 8 KiB
+MAX_QUERY_PROMPT_BYTES = 2048
 
 
 def listen_url(url: str) -> str:
@@ -196,8 +198,9 @@ class Client:
     """One protocol-v1 session. Use as ``async with Client(url, sample_rate=16000) as client:``; send with
     ``stream``/``send_audio`` (typically in a task) while iterating ``async for received in client``.
 
-    ``params`` are extra query parameters (language, endpointing_ms, ...); ``api_key`` goes in the
-    Authorization header. Iteration ends when the server closes the socket.
+    ``params`` are extra query parameters (language, endpointing_ms, ...), except a ``prompt`` too long for the
+    request line, sent in a ``configure`` message before any audio; ``api_key`` goes in the Authorization
+    header. Iteration ends when the server closes the socket.
     """
 
     def __init__(
@@ -218,6 +221,11 @@ class Client:
         if encoding != "pcm_s16le":
             query["encoding"] = encoding
         query.update(params or {})
+        prompt = str(query.get("prompt", ""))
+        self.configure: str | None = None
+        if len(quote(prompt, safe="")) > MAX_QUERY_PROMPT_BYTES:
+            del query["prompt"]
+            self.configure = json.dumps({"type": "configure", "prompt": prompt})
         self.url = session_url(url, query)
         self.headers = dict(headers or {})
         if api_key:
@@ -232,6 +240,8 @@ class Client:
         self._ws = await websockets.connect(
             self.url, additional_headers=self.headers or None, max_size=None, open_timeout=self.open_timeout_s
         )
+        if self.configure is not None:
+            await self._ws.send(self.configure)
         return self
 
     async def __aexit__(

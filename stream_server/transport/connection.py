@@ -7,8 +7,9 @@ session -> events), decode futures resolving (outcome -> session -> events), and
 
 Limits (``StreamLimits``, decided by the pure ``ConnectionLimits``): an oversized message is dropped and
 reported; a backlog of undecoded audio over ``max_backlog_s`` pauses intake (TCP pushes back) until half of it is
-decoded, nothing accepted is dropped; idle or too long: an error, then flushed like a client close; a client that
-does not read gets partials coalesced, finals never dropped, and past ``max_queued_events`` it is closed.
+decoded, audio faster than ``max_intake_speed`` pauses it briefly, nothing accepted is dropped; idle or too long:
+an error, then flushed like a client close; a client that does not read gets partials coalesced, finals never
+dropped, and past ``max_queued_events`` it is closed.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class StreamConnection:
             self.emit(old, old.close())
         self.session, self.params = session, params
         self.timer.show = params.timing
+        self.limits.audio_rate(params.channels, params.sample_rate)
         self._generation += 1
         info = SessionInfo(self.session_id, self.services.decoder.model_id, params)
         for message in self.dialect.started(info):
@@ -244,8 +246,7 @@ class StreamConnection:
             tasks = [sender, receiver, *waiters, *([drained] if drained is not None else [])]
             for task in tasks:
                 task.cancel()
-            # wait for them: an outcome racing the cancel (a disconnect) must be retrieved, not left to warn
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)  # a disconnect racing the cancel too
             self._report_crash(outcomes[:2])
             self.services.decoder.cancel_owner(self.session_id)
             for future in list(self._pending):
@@ -289,9 +290,7 @@ class StreamConnection:
         """Act on a due limit; True: stop reading."""
         limits = self.services.limits
         if action is LimitAction.GIVE_UP:
-            self.log.warning(
-                "finals still missing %.0f s after closing began; closing anyway", limits.closing_timeout_s
-            )
+            self.log.warning("finals still missing %.0f s after closing began; closing", limits.closing_timeout_s)
             return True
         if action is LimitAction.MAX_DURATION:
             self.send_error(SessionTooLong(f"the session reached its maximum of {limits.max_session_s:g} s"))
@@ -389,6 +388,7 @@ class StreamConnection:
             events = session.receive_channel_audio(command.channel, command.data)
         self.emit(session, events)
         self.metrics.on_audio(session.audio_seconds - before)
+        self.limits.took_audio(time.monotonic(), session.audio_seconds - before)
         if self.limits.over_backlog(self.backlog_seconds):
             limit = self.services.limits.max_backlog_s
             self.send_error(

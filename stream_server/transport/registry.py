@@ -41,6 +41,7 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.sessions: dict[str, LiveSession] = {}
         self.draining = False
+        self.admitted = 0  # sessions admitted since start (the allocator's trimmer watches it move)
 
     def admit(self, session: LiveSession) -> None:
         """Register ``session``; raises ``ShuttingDown`` or ``TooManySessions``."""
@@ -53,6 +54,7 @@ class SessionRegistry:
                 f"{session.streams}; retry later"
             )
         self.sessions[session.session_id] = session
+        self.admitted += 1
 
     def remove(self, session: LiveSession) -> None:
         self.sessions.pop(session.session_id, None)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from stream_server.config import Settings
-from stream_server.transport.limits import ConnectionLimits, LimitAction, StreamLimits
+from stream_server.transport.limits import INTAKE_BURST_S, ConnectionLimits, LimitAction, StreamLimits
 
 LIMITS = StreamLimits(
     max_message_bytes=1000, max_session_s=100.0, idle_timeout_s=10.0, max_backlog_s=4.0, max_queued_events=50
@@ -67,3 +71,38 @@ def test_a_close_lifts_a_pause() -> None:
     limits.pause()
     limits.begin_closing(5.0)
     assert limits.check(6.0, backlog_s=4.0) is LimitAction.RESUME
+
+
+def test_audio_faster_than_the_intake_speed_pauses_reading_until_the_bucket_refills() -> None:
+    limits = ConnectionLimits(dataclasses.replace(LIMITS, max_intake_speed=2.0), now=0.0)
+    limits.audio_rate(channels=8, sample_rate=48000)  # real time: 384,000 samples/s over the connection
+    limits.took_audio(0.0, INTAKE_BURST_S)  # the first 10 s at once
+    assert not limits.paused
+    limits.took_audio(0.0, 2.0)  # 2 s more of all 8 channels: a second at twice real time
+    assert limits.paused and limits.throttled_until == pytest.approx(1.0)
+    assert limits.next_check() == pytest.approx(1.0)
+    assert limits.check(0.9) is LimitAction.NONE and limits.paused
+    assert limits.check(1.0) is LimitAction.RESUME and not limits.paused
+    limits.took_audio(2.0, 2.0)  # at the speed itself: the bucket keeps up
+    assert not limits.paused
+
+
+def test_the_intake_speed_counts_the_whole_connection_and_no_limit_is_0() -> None:
+    heavy = ConnectionLimits(dataclasses.replace(LIMITS, max_intake_speed=2.0), now=0.0)
+    heavy.audio_rate(channels=8, sample_rate=48000)
+    heavy.took_audio(0.0, INTAKE_BURST_S + 4.0)
+    assert heavy.throttled_until == pytest.approx(2.0)  # 4 s of its audio past the burst, at 2 x real time
+    unlimited = ConnectionLimits(LIMITS, now=0.0)
+    unlimited.audio_rate(channels=8, sample_rate=48000)
+    unlimited.took_audio(0.0, 1000.0)
+    assert not unlimited.paused
+
+
+def test_a_throttled_connection_is_not_idle_and_its_backlog_pause_outlasts_the_throttle() -> None:
+    limits = ConnectionLimits(dataclasses.replace(LIMITS, max_intake_speed=1.0), now=0.0)
+    limits.audio_rate(channels=1, sample_rate=16000)
+    limits.took_audio(0.0, INTAKE_BURST_S + 20.0)  # throttled for 20 s, past the 10 s idle timeout
+    assert limits.check(15.0) is LimitAction.NONE
+    limits.pause()  # the backlog is full too
+    assert limits.check(20.0, backlog_s=4.0) is LimitAction.NONE and limits.paused
+    assert limits.check(21.0, backlog_s=1.0) is LimitAction.RESUME

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -9,7 +11,10 @@ import pytest
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from stream_server.app import create_app
 from stream_server.codecs import ENCODINGS
+from stream_server.config import Settings
+from stream_server.decode.fake import FakeBackend as EchoBackend
 
 CHUNK = 3200  # 100 ms of 16 kHz s16le
 
@@ -112,7 +117,7 @@ def test_bad_messages_get_errors_and_the_session_goes_on(client: TestClient) -> 
         assert ws.receive_json() == {
             "type": "error",
             "code": "protocol_error",
-            "message": "unknown message type 'shout'; expected finalize, close_stream or keepalive",
+            "message": "unknown message type 'shout'; expected finalize, close_stream, keepalive or configure",
         }
         ws.send_text("[" * 100000)
         assert ws.receive_json()["code"] == "message_too_large"
@@ -211,3 +216,95 @@ def test_model_is_checked_like_the_http_api(client: TestClient) -> None:
             until_closed(ws)
     message, _ = refusal(client, "/v1/listen?model=tts-1")
     assert message["code"] == "invalid_parameter" and "'tts-1' is not served here" in message["message"]
+
+
+CJK_PROMPT = "中" * 2000  # 6,000 bytes of UTF-8, 18,000 percent-encoded: too long for any request line
+
+
+@pytest.fixture
+def echo_client() -> Iterator[TestClient]:
+    """An app whose fake model answers each job with its user prompt (``decode.fake.length_text``)."""
+    with TestClient(create_app(Settings(), EchoBackend(model_id="fake-model"))) as client:
+        yield client
+
+
+def test_a_configure_message_before_audio_sets_the_prompt(echo_client: TestClient, speech_pcm: bytes) -> None:
+    """The fake model's text is the user's prompt: the final shows the prompt reached the decoder."""
+    with echo_client.websocket_connect("/v1/listen?interim_results=false&prompt=short") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "configure", "prompt": CJK_PROMPT})
+        ws.send_bytes(speech_pcm)
+        ws.send_json({"type": "close_stream"})
+        messages, code = until_closed(ws)
+    assert code == 1000
+    assert [m["type"] for m in messages] == ["speech.started", "final", "session.closed"]  # one session.started
+    assert messages[1]["text"] == CJK_PROMPT
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "text"),
+    [
+        ({"prompt": "中" * 2001}, "invalid_parameter", "prompt is longer than 2000 characters"),
+        ({"prompt": 7}, "invalid_parameter", "prompt must be a string"),
+        ({"prompt": "\ud800"}, "invalid_parameter", "prompt is not valid Unicode text"),
+        ({"prompt": "x", "language": "fr"}, "invalid_parameter", "configure takes only prompt, not language"),
+    ],
+)
+def test_a_bad_configure_is_refused_and_the_session_goes_on(
+    echo_client: TestClient, speech_pcm: bytes, message: dict[str, Any], code: str, text: str
+) -> None:
+    with echo_client.websocket_connect("/v1/listen?interim_results=false&prompt=kept") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "configure", **message})
+        assert ws.receive_json() == {"type": "error", "code": code, "message": text}
+        ws.send_bytes(speech_pcm)
+        ws.send_json({"type": "close_stream"})
+        messages, close_code = until_closed(ws)
+    assert close_code == 1000 and [m["text"] for m in messages if m["type"] == "final"] == ["kept"]
+
+
+def test_configure_after_audio_or_twice_is_a_protocol_error(echo_client: TestClient, speech_pcm: bytes) -> None:
+    with echo_client.websocket_connect("/v1/listen?interim_results=false&prompt=first") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "configure", "prompt": "second"})
+        ws.send_json({"type": "configure", "prompt": "third"})
+        assert ws.receive_json() == {
+            "type": "error",
+            "code": "protocol_error",
+            "message": "configure was already sent; the session goes on as configured",
+        }
+        ws.send_bytes(speech_pcm[:CHUNK])
+        ws.send_json({"type": "configure", "prompt": "fourth"})
+        assert (
+            ws.receive_json()["message"] == "configure must come before the first audio; the session goes on as it was"
+        )
+        ws.send_bytes(speech_pcm[CHUNK:])
+        ws.send_json({"type": "close_stream"})
+        messages, code = until_closed(ws)
+    assert code == 1000 and [m["text"] for m in messages if m["type"] == "final"] == ["second"]
+
+
+def intake_seconds(client: TestClient, pcm: bytes, query: str, chunk: int) -> tuple[float, float]:
+    """Wall seconds from the first audio to ``session.closed``, and the audio seconds the session took."""
+    with client.websocket_connect(f"/v1/listen?{query}") as ws:
+        ws.receive_json()
+        started = time.monotonic()
+        for i in range(0, len(pcm), chunk):
+            ws.send_bytes(pcm[i : i + chunk])
+        ws.send_json({"type": "close_stream"})
+        messages, _ = until_closed(ws, limit=2000)
+    return time.monotonic() - started, messages[-1]["audio_seconds"]
+
+
+def test_an_8_channel_48_khz_connection_is_paced_at_the_intake_speed(make_client: Any) -> None:
+    """20 s of 8-channel 48 kHz audio sent at once: the first 10 s are taken at once, the rest at 10 x real time
+    (at least 1 s more), and every second of it is taken."""
+    pcm = bytes(20 * 48000 * 8 * 2)
+    query, chunk = "sample_rate=48000&channels=8", 48000 * 8 * 2 // 4
+    limited, _ = make_client(max_intake_speed=10)
+    unlimited, _ = make_client(max_intake_speed=0)
+    paced_s, paced_audio = intake_seconds(limited, pcm, query, chunk)
+    free_s, free_audio = intake_seconds(unlimited, pcm, query, chunk)
+    assert paced_audio == free_audio == pytest.approx(20.0, abs=0.01)
+    print(f"8 ch 48 kHz, 20 s at once: {paced_s:.2f} s paced, {free_s:.2f} s unlimited")
+    assert paced_s >= 0.95 and paced_s > free_s + 0.5, (paced_s, free_s)

@@ -2,8 +2,10 @@
 
 Handshake: query parameters over the server's defaults (unknown ones refused), the key in ``Authorization:
 Bearer KEY`` or the browser subprotocol ``bearer.KEY``. Client messages: binary audio, ``{"type":
-"finalize"|"close_stream"|"keepalive"}``. Server messages: ``session.started``, ``speech.started``,
-``partial``, ``final``, ``error``, ``session.closed``. A refused handshake is accepted, told ``error`` and closed.
+"finalize"|"close_stream"|"keepalive"}``, and once before any audio ``{"type": "configure", "prompt": ...}``
+(a prompt too long for the request line; it reopens the empty session with it). Server messages:
+``session.started``, ``speech.started``, ``partial``, ``final``, ``error``, ``session.closed``. A refused
+handshake is accepted, told ``error`` and closed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .base import (
     KeepAliveIn,
     Message,
     SessionInfo,
+    StartIn,
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -50,7 +53,26 @@ KNOWN_PARAMS = frozenset(
         "timing",
     }
 )
-MAX_PROMPT_CHARS = 2000
+MAX_PROMPT_CHARS = 2000  # so at most 8,000 bytes of UTF-8; in the query the request line's 8 KiB binds first
+
+
+class InvalidMessageParameter(InvalidParameter):
+    """A bad value in a ``configure`` message: refused, and the session goes on as it was."""
+
+    fatal = False
+
+
+def check_prompt(prompt: object, error: type[InvalidParameter] = InvalidParameter) -> str:
+    """``prompt`` if it is text (valid Unicode) within ``MAX_PROMPT_CHARS`` characters."""
+    if not isinstance(prompt, str):
+        raise error("prompt must be a string", param="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise error(f"prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON)
+        raise error("prompt is not valid Unicode text", param="prompt") from None
+    return prompt
 
 
 def _int(params: Mapping[str, str], name: str, default: int) -> int:
@@ -120,8 +142,7 @@ def parse_params(
     word_timestamps = _bool(params, "word_timestamps", defaults.word_timestamps)
     timing = _bool(params, "timing", False)
     endpointing_ms = _int(params, "endpointing_ms", 0) if "endpointing_ms" in params else defaults.endpointing_ms
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_CHARS} characters", param="prompt")
+    check_prompt(prompt)
     if not known_language:
         raise InvalidParameter(
             f"language: unknown language {raw_language!r}; use ISO-639-1 codes such as 'en'", param="language"
@@ -224,6 +245,9 @@ class NativeDialect:
     def __init__(self) -> None:
         self._multilingual = False
         self._language = "en"
+        self._params: StreamParams | None = None
+        self._audio_started = False
+        self._configured = False
 
     def presented_key(self, handshake: Handshake) -> str | None:
         return websocket_credentials(handshake.headers, handshake.subprotocols)[0]
@@ -233,6 +257,7 @@ class NativeDialect:
         self._multilingual = handshake.multilingual
         params = parse_params(handshake.query, handshake.defaults, handshake.multilingual, handshake.model_id)
         self._language = params.language or "en"
+        self._params = params
         return Accepted(params=params, api_key=key, subprotocol=subprotocol)
 
     def on_text(self, text: str) -> list[ClientCommand]:
@@ -249,13 +274,35 @@ class NativeDialect:
             return [FinalizeIn()]
         if kind == "close_stream":
             return [CloseIn()]
+        if kind == "configure":
+            return self._configure(message)
         shown = repr(kind) if len(repr(kind)) <= 60 else repr(kind)[:57] + "..."
-        raise ProtocolError(f"unknown message type {shown}; expected finalize, close_stream or keepalive")
+        raise ProtocolError(f"unknown message type {shown}; expected finalize, close_stream, keepalive or configure")
+
+    def _configure(self, message: dict[str, Any]) -> list[ClientCommand]:
+        """``configure`` before any audio reopens the still empty session with the new prompt (once: each
+        reopening keeps the old session until the connection ends)."""
+        if self._audio_started:
+            raise ProtocolError("configure must come before the first audio; the session goes on as it was")
+        if self._configured:
+            raise ProtocolError("configure was already sent; the session goes on as configured")
+        unknown = sorted(set(message) - {"type", "prompt"})
+        if unknown:
+            raise InvalidMessageParameter(f"configure takes only prompt, not {', '.join(unknown)}", param=unknown[0])
+        prompt = check_prompt(message.get("prompt", ""), InvalidMessageParameter)
+        if self._params is None:
+            raise ProtocolError("configure before the handshake was accepted")
+        self._configured = True
+        self._params = dataclasses.replace(self._params, prompt=prompt)
+        return [StartIn(self._params)]
 
     def on_binary(self, data: bytes) -> list[ClientCommand]:
+        self._audio_started = self._audio_started or bool(data)
         return [AudioIn(data)]
 
     def started(self, info: SessionInfo) -> list[Message]:
+        if self._configured:  # the session reopened by configure: the client already had session.started
+            return []
         params = info.params
         return [
             {

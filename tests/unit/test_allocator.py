@@ -1,0 +1,35 @@
+"""``allocator.trim_when_idle``: trims once after activity, only when idle, never while busy."""
+
+from __future__ import annotations
+
+import asyncio
+
+from stream_server.allocator import trim_when_idle
+
+
+def test_trims_once_after_activity_and_only_when_idle() -> None:
+    state = {"idle": True, "opened": 0}
+    trims: list[tuple[bool, int]] = []
+
+    def trim() -> bool:
+        trims.append((bool(state["idle"]), state["opened"]))
+        return True
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            trim_when_idle(lambda: bool(state["idle"]), lambda: state["opened"], interval_s=0.01, trim=trim)
+        )
+        await asyncio.sleep(0.3)  # 30 checks
+        assert trims == []  # idle from the start, nothing happened: nothing to give back
+        state.update(idle=False, opened=1)
+        await asyncio.sleep(0.3)  # 30 checks
+        assert trims == []  # never while a stream is open
+        state["idle"] = True
+        await asyncio.sleep(0.3)  # 30 checks
+        assert trims == [(True, 1)]  # once, at rest
+        state["opened"] = 2  # a short session opened and ended between two checks
+        await asyncio.sleep(0.3)  # 30 checks
+        assert trims == [(True, 1), (True, 2)]
+        task.cancel()
+
+    asyncio.run(scenario())
