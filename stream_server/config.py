@@ -175,6 +175,17 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         5.0, description="a closed connection whose client reads none of its last bytes for this long is aborted"
     )
+    ping_interval_s: float = Field(
+        20.0, gt=0, description="websocket keepalive: the server pings each socket this often"
+    )
+    ping_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description=(
+            "websocket keepalive: close with 1011 a socket that sent nothing at all, not even the pong, this long "
+            "after a ping (data that arrived, or reading paused by the server, counts as alive)"
+        ),
+    )
     max_upload_decodes: int = Field(0, description="uploads decoded at once (0: the CPU count, at least 4); more: 503")
     max_upload_audio_held_s: float = Field(
         8 * 3600.0,

@@ -16,6 +16,8 @@ cannot see it. The guards here are:
 - **Closing never waits forever**: a connection that was closed but whose client has read none of the last
   bytes for ``drain_timeout_s`` is aborted (asyncio's ``close()`` otherwise waits for a flush that never
   comes), and so is a websocket whose close frame waits that long behind a buffer the client does not read.
+- **Keepalive that allows for the server's own slowness**: a missing pong closes a websocket (1011) only if
+  nothing arrived since the ping while the server was reading it (a slowly read client's pong waits in line).
 - **Handshake lines over websockets' limit** (8192 bytes per request or header line, see
   ``HANDSHAKE_LINE_LIMIT_BYTES``) are answered at once (``414``/``431``) instead of holding the socket.
 
@@ -271,6 +273,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     answered at once."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    _data_at = 0.0  # loop time data last arrived from the peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -282,6 +285,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._data_at = self.loop.time()
         super().data_received(data)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             # python-websockets refused the handshake (a line over its limit) and queued its 414/431 answer;
@@ -296,6 +300,13 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.transport.get_write_buffer_size() > self.transport.get_write_buffer_limits()[1]:
             return  # the client is not reading: answer only pings that come while it does (RFC 6455 5.5.3)
         self.transport.write(pong)
+
+    def keepalive_timeout(self) -> None:
+        if not self.read_paused and self._data_at <= self.ping_sent_at:  # nothing came while reading: dead
+            return super().keepalive_timeout()
+        # the pong may wait behind data the server has not read yet: the peer is alive, ping again later
+        self.pong_timer, self.pending_ping_payload = None, None
+        self.schedule_ping()
 
     async def send(self, message: Any) -> None:
         if message["type"] == "websocket.close":
@@ -336,8 +347,8 @@ def build_config(app: FastAPI, settings: Settings, log_config: dict[str, Any] | 
         # up to twice the limit reaches the session, which answers message_too_large; beyond, the websocket
         # layer closes with 1009 before buffering more
         ws_max_size=max(settings.max_message_bytes * 2, 1 << 16),
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=settings.ping_interval_s,
+        ws_ping_timeout=settings.ping_timeout_s,
         log_config=log_config,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
     )
@@ -383,10 +394,6 @@ def serve(settings: Settings, app_factory: Callable[[Settings], FastAPI], log_co
     )
     app = app_factory(settings)
     config = build_config(app, settings, log_config, fd_limit)
-    log.info(
-        "connections: at most %d (open files %d), request head timeout %g s",
-        min(settings.max_connections, max(16, fd_limit - RESERVED_FDS)),
-        fd_limit,
-        settings.header_timeout_s,
-    )
+    cap, head_s = min(settings.max_connections, max(16, fd_limit - RESERVED_FDS)), settings.header_timeout_s
+    log.info("connections: at most %d (open files %d), request head timeout %g s", cap, fd_limit, head_s)
     DrainingServer(config, app, settings.shutdown_grace_s).run()

@@ -20,7 +20,7 @@ FRAMES_PER_SECOND = 100
 # CTranslate2 requires <|startoftranscript|> at the same position in every prompt of a generate() call, so the
 # previous-text tokens of one call must have one length. Each item's rolling text is cut (oldest tokens first)
 # to the largest of these lengths it reaches; left-padding instead ruins accuracy (docs/decisions.md#prompt-buckets).
-# The user's own prompt is never cut (up to Whisper's limit).
+# The user's own prompt is never cut (over Whisper's limit, its start goes, as in Whisper).
 PROMPT_BUCKETS = (0, 8, 16, 32, 64, 128)
 MAX_PREVIOUS_TOKENS = 223  # Whisper's n_text_ctx // 2 - 1
 
@@ -53,9 +53,10 @@ class WindowPolicy:
 
 
 def cut_prompt(initial: list[int], previous: list[int]) -> list[int]:
-    """The user's prompt tokens ``initial``, whole (up to Whisper's limit), then the newest of the rolling
-    ``previous`` tokens, cut to a ``PROMPT_BUCKETS`` length."""
-    initial = initial[:MAX_PREVIOUS_TOKENS]
+    """The user's prompt tokens ``initial``, whole (over Whisper's limit, its last tokens: those nearest the
+    audio, as Whisper keeps them), then the newest of the rolling ``previous`` tokens, cut to a ``PROMPT_BUCKETS``
+    length."""
+    initial = initial[-MAX_PREVIOUS_TOKENS:]
     room = min(len(previous), MAX_PREVIOUS_TOKENS - len(initial))
     length = max(b for b in PROMPT_BUCKETS if b <= room)
     return initial + previous[len(previous) - length :]

@@ -31,6 +31,16 @@ def test_a_prompt_keeps_the_users_words_and_the_newest_rolling_text_on_a_bucket(
     assert len(cut_prompt(list(range(400)), previous)) == MAX_PREVIOUS_TOKENS  # the user's prompt, capped
 
 
+def test_a_user_prompt_over_whispers_limit_keeps_its_last_tokens_nearest_the_audio() -> None:
+    """As Whisper does (``prompt_tokens[-(max_length // 2 - 1):]``): the end of a long prompt is what the
+    audio continues, so its start is what goes."""
+    long = list(range(400))
+    assert cut_prompt(long, []) == long[-MAX_PREVIOUS_TOKENS:]
+    assert cut_prompt(long, list(range(1000, 1050))) == long[-MAX_PREVIOUS_TOKENS:]  # no room for rolling text
+    near = list(range(MAX_PREVIOUS_TOKENS - 10))  # room for 10 rolling tokens: the newest 8 (a bucket)
+    assert cut_prompt(near, list(range(1000, 1050))) == near + list(range(1042, 1050))
+
+
 def test_items_of_different_languages_and_tasks_share_a_call_when_their_geometry_matches() -> None:
     jobs = [
         seconds(2.0, language="de"),
