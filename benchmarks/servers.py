@@ -41,6 +41,23 @@ class SystemSpec:
     status_path: str | None = None  # JSON scheduler stats (ours)
     peer: str | None = None  # venv name in benchmarks.peers
     notes: list[str] = field(default_factory=list)
+    unavailable: str | None = None  # why it cannot run on this machine (reported, never silently skipped)
+
+
+SIMUL_NO_CHECKPOINT = (
+    "WhisperLiveKit's SimulStreaming decodes with PyTorch Whisper weights (a .pt/.safetensors checkpoint; "
+    "it cannot decode from a CTranslate2 directory) and none is on this machine: it would download "
+    "tiny.en.pt, and the benchmark runs offline. Set BENCH_WHISPER_TORCH to a local checkpoint "
+    "(e.g. ~/.cache/whisper/tiny.en.pt) to measure it"
+)
+
+
+def whisper_torch_checkpoint() -> str | None:
+    """A local PyTorch Whisper checkpoint for SimulStreaming's decoder: ``BENCH_WHISPER_TORCH``, else
+    ``~/.cache/whisper/tiny.en.pt`` (where openai-whisper keeps it); None when neither exists."""
+    configured = os.environ.get("BENCH_WHISPER_TORCH")
+    candidate = Path(configured) if configured else Path.home() / ".cache" / "whisper" / "tiny.en.pt"
+    return str(candidate) if candidate.exists() else None
 
 
 def _wlk_ready(port: int) -> bool:
@@ -80,10 +97,55 @@ def system_specs(
     wl_python = str(PEERS["whisperlive"].python)
 
     def whisperlive(port: int) -> list[str]:
-        return [wl_python, str(LAUNCHERS_DIR / "whisperlive_server.py"), "--port", str(port), "--model-dir", model_path]
+        launcher = str(LAUNCHERS_DIR / "whisperlive_server.py")
+        flags = ["--model-dir", model_path, "--max-clients", "512", "--omp-num-threads", "1"]
+        return [wl_python, launcher, "--port", str(port), *flags]
 
     wlk_server = str(PEERS["whisperlivekit"].venv_dir / "bin" / "whisperlivekit-server")
     wlk_device_env = {} if device == "cuda" else {"CUDA_VISIBLE_DEVICES": ""}
+
+    def wlk(port: int, *policy: str) -> list[str]:
+        return [
+            wlk_server,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *policy,
+            "--pcm-input",
+            "--language",
+            "en",
+            "--min-chunk-size",
+            "0.1",
+            "--log-level",
+            "WARNING",
+            *(["--warmup-file", warmup_wav] if warmup_wav else []),
+        ]
+
+    decoder = whisper_torch_checkpoint()
+    simul_policy = [
+        "--backend-policy",
+        "simulstreaming",
+        "--backend",
+        "faster-whisper",
+        "--encoder-model-path",
+        model_path,
+        "--decoder-model-path",
+        decoder or "",
+        "--frame-threshold",
+        "25",
+        "--beams",
+        "1",
+    ]
+    la_policy = [
+        "--backend-policy",
+        "localagreement",
+        "--backend",
+        "faster-whisper",
+        "--model_dir",
+        model_path,
+        "--confidence-validation",
+    ]
     return {
         "ours": SystemSpec(
             "ours",
@@ -111,52 +173,54 @@ def system_specs(
             peer="whisperlive",
             notes=[
                 "WhisperLive picks CUDA by itself when torch sees a GPU; int8 on CPU (its choice)",
-                "single shared model (WhisperLive's mode for a custom model path), VAD on (client default)",
+                "single shared model (WhisperLive's mode for a custom model path); OMP_NUM_THREADS=1 "
+                "(its run_server.py default); client options: use_vad true, no_speech_thresh 0.45, "
+                "send_last_n_segments 10, same_output_threshold 10, clip_audio false (its defaults)",
             ],
         ),
         "whisperlive_batch": SystemSpec(
             "whisperlive_batch",
             "WhisperLive 0.10 with its cross-client batching (--batch)",
             "whisperlive",
-            lambda port: [*whisperlive(port), "--batch"],
+            lambda port: [*whisperlive(port), "--batch", "--batch-max-size", "8", "--batch-window-ms", "50"],
             tcp_listening,
             env=wlk_device_env,
             peer="whisperlive",
             notes=[
-                "WhisperLive's BatchInferenceWorker (batch_max_size 16, 50 ms window, greedy, its defaults); "
-                "meant for GPUs, measured here because batching is what ours does"
+                "WhisperLive's BatchInferenceWorker with its README's settings (batch_max_size 8, "
+                "batch_window_ms 50), greedy, each item padded to a 30 s window (its batched path), admission "
+                "control at its defaults (queue wait 0.5 s, 5 new clients/s: clients beyond that get WAIT); "
+                "meant for GPUs, measured because batching is what ours does",
+                "same server options and client options as whisperlive otherwise",
             ],
         ),
         "whisperlivekit": SystemSpec(
             "whisperlivekit",
+            "WhisperLiveKit 0.2 (SimulStreaming, its default policy)",
+            "whisperlivekit",
+            lambda port: wlk(port, *simul_policy),
+            _wlk_ready,
+            env=wlk_device_env,
+            peer="whisperlivekit",
+            unavailable=None if decoder else SIMUL_NO_CHECKPOINT,
+            notes=[
+                "SimulStreaming (AlignAtt) encodes with faster-whisper on the same CTranslate2 directory "
+                "(--encoder-model-path) but decodes with PyTorch Whisper weights (--decoder-model-path; its "
+                "attention heads drive the policy); frame threshold 25, greedy, 0.1 s chunks (its defaults)",
+            ],
+        ),
+        "whisperlivekit_la": SystemSpec(
+            "whisperlivekit_la",
             "WhisperLiveKit 0.2 (LocalAgreement, faster-whisper backend)",
             "whisperlivekit",
-            lambda port: [
-                wlk_server,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend",
-                "faster-whisper",
-                "--backend-policy",
-                "localagreement",
-                "--model_dir",
-                model_path,
-                "--pcm-input",
-                "--language",
-                "en",
-                "--log-level",
-                "WARNING",
-                *(["--warmup-file", warmup_wav] if warmup_wav else []),
-            ],
+            lambda port: wlk(port, *la_policy),
             _wlk_ready,
             env=wlk_device_env,
             peer="whisperlivekit",
             notes=[
-                "SimulStreaming (its default policy) needs PyTorch Whisper weights, not a CTranslate2 "
-                "directory, so LocalAgreement with the faster-whisper backend is the policy that can serve "
-                "the same model; compute type 'auto' (its choice)"
+                "LocalAgreement with the faster-whisper backend on the same CTranslate2 directory; "
+                "--confidence-validation (its README's faster commit), 0.1 s chunks, compute type 'auto' "
+                "(its choice)"
             ],
         ),
     }

@@ -1,0 +1,82 @@
+"""The system table: every peer configuration the benchmark promises exists, runs with the flags it claims,
+and a configuration that cannot run here says why instead of vanishing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.peers import LAUNCHERS_DIR, PEERS
+from benchmarks.run import ALL_SYSTEMS, DEFAULT_SYSTEMS
+from benchmarks.servers import system_specs
+
+MODEL = "/models/tiny.en-ct2"
+
+
+def argv(name: str) -> list[str]:
+    return system_specs(MODEL, "cpu", 500)[name].command(8123)
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_every_peer_configuration_is_in_the_default_run():
+    assert set(DEFAULT_SYSTEMS) == set(ALL_SYSTEMS) == set(system_specs(MODEL, "cpu", 500))
+    assert {"whisperlive", "whisperlive_batch", "whisperlivekit", "whisperlivekit_la"} <= set(DEFAULT_SYSTEMS)
+
+
+def test_whisperlivekit_runs_its_default_policy_and_localagreement_on_the_same_model():
+    simul, la = argv("whisperlivekit"), argv("whisperlivekit_la")
+    assert flag(simul, "--backend-policy") == "simulstreaming"
+    assert flag(simul, "--encoder-model-path") == MODEL
+    assert flag(la, "--backend-policy") == "localagreement"
+    assert flag(la, "--model_dir") == MODEL
+    for args in (simul, la):
+        assert flag(args, "--port") == "8123"
+        assert flag(args, "--min-chunk-size") == "0.1"
+        assert "--pcm-input" in args
+
+
+def test_simulstreaming_without_pytorch_weights_is_reported_with_its_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("BENCH_WHISPER_TORCH", raising=False)
+    spec = system_specs(MODEL, "cpu", 500)["whisperlivekit"]
+    assert spec.unavailable is not None and "PyTorch Whisper weights" in spec.unavailable
+    assert system_specs(MODEL, "cpu", 500)["whisperlivekit_la"].unavailable is None
+
+
+def test_simulstreaming_decodes_with_the_configured_checkpoint(monkeypatch, tmp_path):
+    checkpoint = tmp_path / "tiny.en.pt"
+    checkpoint.write_bytes(b"weights")
+    monkeypatch.setenv("BENCH_WHISPER_TORCH", str(checkpoint))
+    spec = system_specs(MODEL, "cpu", 500)["whisperlivekit"]
+    assert spec.unavailable is None
+    assert flag(spec.command(1), "--decoder-model-path") == str(checkpoint)
+
+
+def test_whisperlive_batch_passes_its_readme_batch_settings_to_a_launcher_that_accepts_them():
+    args = argv("whisperlive_batch")
+    assert "--batch" in args and flag(args, "--batch-max-size") == "8" and flag(args, "--batch-window-ms") == "50"
+    launcher = str(LAUNCHERS_DIR / "whisperlive_server.py")
+    # the launcher imports WhisperLive only after parsing, so --help runs under any interpreter
+    help_text = subprocess.run([sys.executable, launcher, "--help"], capture_output=True, text=True, check=True).stdout
+    for option in [a for a in args[2:] if a.startswith("--")]:
+        assert option in help_text
+
+
+@pytest.mark.parametrize("name", ["whisperlivekit", "whisperlivekit_la"])
+def test_whisperlivekit_accepts_every_flag_we_pass(name, tmp_path, monkeypatch):
+    python = PEERS["whisperlivekit"].python
+    if not python.exists():
+        pytest.skip(f"WhisperLiveKit venv absent ({python}); `python -m benchmarks.peers` creates it")
+    monkeypatch.setenv("BENCH_WHISPER_TORCH", str(tmp_path / "tiny.en.pt"))
+    (tmp_path / "tiny.en.pt").write_bytes(b"")
+    args = argv(name)[1:]
+    code = (
+        "import sys; from whisperlivekit.parse_args import parse_args; sys.argv = ['wlk', *sys.argv[1:]]; parse_args()"
+    )
+    proc = subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-800:]
