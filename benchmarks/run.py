@@ -41,7 +41,7 @@ from typing import Any
 from . import metrics
 from .accuracy import attach_wer_summary, by_level_line, distinct_excerpts, offline_reference
 from .audio import default_audio_dir, load_long_recordings, plan_excerpts, write_wav_int16
-from .peers import PEERS, ensure_peer_venv, installed_versions
+from .peers import PEERS, ensure_peer_venv, ensure_whisper_torch, installed_versions
 from .report import base_name, markdown_table, summarize, system_key, write_results
 from .results import RunResult, SystemResult
 from .servers import system_specs
@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{workload_names}; load average {head['loadavg_1m_start']} (other work on the machine skews the figures)"
     )
     head["install"] = install_peers(systems, args, head["versions"])
+    if "whisperlivekit" in systems and head["install"].get("whisperlivekit", {}).get("ok"):
+        torch_copy = ensure_whisper_torch(model_path, head["model"]["id"])
+        head["install"]["whisper_torch"] = dataclasses.asdict(torch_copy)
+        _log(f"[install] PyTorch copy of the model for SimulStreaming: ok={torch_copy.ok} {torch_copy.reason[:300]}")
     measure_start = time.monotonic()
     install_s = sum(i.get("seconds", 0.0) for i in head["install"].values() if not i.get("reused"))
     # quick mode keeps the whole command within its budget, a first-time install of the peers included

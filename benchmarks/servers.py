@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .launch import ServerProcess, http_ok, tcp_listening
-from .peers import LAUNCHERS_DIR, PEERS, peer_env
+from .peers import LAUNCHERS_DIR, PEERS, peer_env, whisper_torch_dir
 
 
 def http_get_json(url: str, timeout_s: float = 5.0) -> Any:
@@ -45,19 +45,25 @@ class SystemSpec:
 
 
 SIMUL_NO_CHECKPOINT = (
-    "WhisperLiveKit's SimulStreaming decodes with PyTorch Whisper weights (a .pt/.safetensors checkpoint; "
-    "it cannot decode from a CTranslate2 directory) and none is on this machine: it would download "
-    "tiny.en.pt, and the benchmark runs offline. Set BENCH_WHISPER_TORCH to a local checkpoint "
-    "(e.g. ~/.cache/whisper/tiny.en.pt) to measure it"
+    "WhisperLiveKit's SimulStreaming decodes with PyTorch Whisper weights (it cannot decode from a CTranslate2 "
+    "directory) and no PyTorch copy of the model is here: the run converts one "
+    "(benchmarks/peer_launchers/ct2_to_whisper_torch.py) unless that failed (see install.whisper_torch), or "
+    "set BENCH_WHISPER_TORCH to an openai-whisper checkpoint"
 )
 
 
-def whisper_torch_checkpoint() -> str | None:
-    """A local PyTorch Whisper checkpoint for SimulStreaming's decoder: ``BENCH_WHISPER_TORCH``, else
-    ``~/.cache/whisper/tiny.en.pt`` (where openai-whisper keeps it); None when neither exists."""
+def whisper_torch_checkpoint(model_path: str) -> tuple[str | None, str | None]:
+    """The PyTorch Whisper checkpoint for SimulStreaming's decoder and its alignment heads (WhisperLiveKit's
+    ``--custom-alignment-heads`` form, or None for its own choice): ``BENCH_WHISPER_TORCH``, else the copy
+    converted from ``model_path`` (``peers.ensure_whisper_torch``); (None, None) when neither exists."""
     configured = os.environ.get("BENCH_WHISPER_TORCH")
-    candidate = Path(configured) if configured else Path.home() / ".cache" / "whisper" / "tiny.en.pt"
-    return str(candidate) if candidate.exists() else None
+    if configured:
+        return (configured, None) if Path(configured).exists() else (None, None)
+    converted = sorted(whisper_torch_dir(model_path).glob("*.pt")) if model_path else []
+    if not converted:
+        return None, None
+    heads = converted[0].with_name(converted[0].name + ".alignment_heads")
+    return str(converted[0]), heads.read_text().strip() if heads.exists() else None
 
 
 def _wlk_ready(port: int) -> bool:
@@ -122,7 +128,7 @@ def system_specs(
             *(["--warmup-file", warmup_wav] if warmup_wav else []),
         ]
 
-    decoder = whisper_torch_checkpoint()
+    decoder, alignment_heads = whisper_torch_checkpoint(model_path)
     simul_policy = [
         "--backend-policy",
         "simulstreaming",
@@ -136,6 +142,7 @@ def system_specs(
         "25",
         "--beams",
         "1",
+        *(["--custom-alignment-heads", alignment_heads] if alignment_heads else []),
     ]
     la_policy = [
         "--backend-policy",
@@ -205,8 +212,10 @@ def system_specs(
             unavailable=None if decoder else SIMUL_NO_CHECKPOINT,
             notes=[
                 "SimulStreaming (AlignAtt) encodes with faster-whisper on the same CTranslate2 directory "
-                "(--encoder-model-path) but decodes with PyTorch Whisper weights (--decoder-model-path; its "
-                "attention heads drive the policy); frame threshold 25, greedy, 0.1 s chunks (its defaults)",
+                "(--encoder-model-path) and decodes with PyTorch Whisper (--decoder-model-path: the same weights, "
+                "converted from the CTranslate2 model unless BENCH_WHISPER_TORCH names a checkpoint; the "
+                "model's alignment heads drive the policy); frame threshold 25, greedy, 0.1 s chunks (its "
+                "defaults)",
             ],
         ),
         "whisperlivekit_la": SystemSpec(

@@ -40,9 +40,8 @@ def test_whisperlivekit_runs_its_default_policy_and_localagreement_on_the_same_m
         assert "--pcm-input" in args
 
 
-def test_simulstreaming_without_pytorch_weights_is_reported_with_its_reason(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("BENCH_WHISPER_TORCH", raising=False)
+def test_simulstreaming_without_pytorch_weights_is_reported_with_its_reason(monkeypatch):
+    monkeypatch.delenv("BENCH_WHISPER_TORCH", raising=False)  # and MODEL has no converted copy
     spec = system_specs(MODEL, "cpu", 500)["whisperlivekit"]
     assert spec.unavailable is not None and "PyTorch Whisper weights" in spec.unavailable
     assert system_specs(MODEL, "cpu", 500)["whisperlivekit_la"].unavailable is None
@@ -80,3 +79,32 @@ def test_whisperlivekit_accepts_every_flag_we_pass(name, tmp_path, monkeypatch):
     )
     proc = subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-800:]
+
+
+def test_the_pytorch_copy_of_the_ct2_model_transcribes_like_it(tmp_path):
+    """SimulStreaming decodes with the converted weights: they must be the model's, heads included."""
+    python = PEERS["whisperlivekit"].python
+    if not python.exists():
+        pytest.skip(f"WhisperLiveKit venv absent ({python}); `python -m benchmarks.peers` creates it")
+    from stream_server.config import embedded_model_path
+
+    out = tmp_path / "tiny.en.pt"
+    converter = str(LAUNCHERS_DIR / "ct2_to_whisper_torch.py")
+    subprocess.run([str(python), converter, embedded_model_path(), str(out)], check=True, timeout=300)
+    speech = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(speech), "the quick brown fox jumps over the lazy dog"], check=True)
+    code = (
+        "import sys, wave, numpy as np; from whisperlivekit.whisper import load_model, _ALIGNMENT_HEADS\n"
+        "import gzip, base64\n"
+        "mask = lambda b: np.frombuffer(gzip.decompress(base64.b85decode(b)), bool)\n"
+        "heads = open(sys.argv[1] + '.alignment_heads').read().strip()\n"
+        "assert (mask(heads.encode()) == mask(_ALIGNMENT_HEADS['tiny.en'])).all()\n"
+        "m = load_model(sys.argv[1], device='cpu', custom_alignment_heads=heads)\n"
+        "w = wave.open(sys.argv[2]); x = np.frombuffer(w.readframes(w.getnframes()), np.int16)\n"
+        "x = np.interp(np.arange(0, len(x), w.getframerate() / 16000), np.arange(len(x)), x) / 32768\n"
+        "print(m.transcribe(x.astype(np.float32), language='en', fp16=False)['text'])"
+    )
+    proc = subprocess.run([str(python), "-c", code, str(out), str(speech)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    text = proc.stdout.lower()
+    assert "quick" in text and "lazy dog" in text, text
