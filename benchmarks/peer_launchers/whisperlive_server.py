@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--batch", action="store_true", help="WhisperLive's cross-client batch inference")
     parser.add_argument("--batch-max-size", type=int, default=16, help="WhisperLive's default")
     parser.add_argument("--batch-window-ms", type=int, default=50, help="WhisperLive's default")
+    parser.add_argument("--batch-max-admissions-per-s", type=float, default=5.0, help="WhisperLive's default")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.omp_num_threads))  # before CTranslate2 loads
     from whisper_live.server import TranscriptionServer
@@ -38,6 +39,7 @@ def main() -> None:
         batch_enabled=args.batch,
         batch_max_size=args.batch_max_size,
         batch_window_ms=args.batch_window_ms,
+        batch_max_admissions_per_s=args.batch_max_admissions_per_s,
     )
 
 

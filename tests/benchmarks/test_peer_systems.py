@@ -59,6 +59,7 @@ def test_simulstreaming_decodes_with_the_configured_checkpoint(monkeypatch, tmp_
 def test_whisperlive_batch_passes_its_readme_batch_settings_to_a_launcher_that_accepts_them():
     args = argv("whisperlive_batch")
     assert "--batch" in args and flag(args, "--batch-max-size") == "8" and flag(args, "--batch-window-ms") == "50"
+    assert float(flag(args, "--batch-max-admissions-per-s")) >= 512  # a level's clients all start at once
     launcher = str(LAUNCHERS_DIR / "whisperlive_server.py")
     # the launcher imports WhisperLive only after parsing, so --help runs under any interpreter
     help_text = subprocess.run([sys.executable, launcher, "--help"], capture_output=True, text=True, check=True).stdout
