@@ -21,6 +21,8 @@ Why the installs look the way they do:
 Models: every server serves the same CTranslate2 directory (the embedded ``tiny.en``). Both peers are run with
 ``HF_HUB_OFFLINE=1`` so nothing is fetched at run time; WhisperLive's Silero VAD file (which it would fetch with
 wget) is not needed because the faster-whisper backend uses faster-whisper's bundled Silero model.
+WhisperLiveKit's SimulStreaming decodes with PyTorch Whisper, so ``ensure_whisper_torch`` writes a PyTorch copy of
+the CTranslate2 model once (same weights; ``peer_launchers/ct2_to_whisper_torch.py``).
 """
 
 from __future__ import annotations
@@ -220,6 +222,37 @@ def installed_versions(spec: PeerSpec, dists: tuple[str, ...]) -> dict[str, str]
         return versions
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return {}
+
+
+def whisper_torch_dir(model_path: str) -> Path:
+    """Where the PyTorch copy of the CTranslate2 model at ``model_path`` lives (one folder per model)."""
+    digest = hashlib.sha256(str(Path(model_path).resolve()).encode()).hexdigest()[:16]
+    return VENVS_DIR / "whisper-torch" / digest
+
+
+def ensure_whisper_torch(model_path: str, model_id: str) -> InstallOutcome:
+    """Write the PyTorch Whisper checkpoint SimulStreaming decodes with, converted from the CTranslate2 model
+    (``peer_launchers/ct2_to_whisper_torch.py``, run by WhisperLiveKit's venv), unless it is there already."""
+    started = time.monotonic()
+    out = whisper_torch_dir(model_path) / f"{model_id}.pt"
+    if out.exists():
+        return InstallOutcome("whisper_torch", True, time.monotonic() - started, reused=True, log_path=str(out))
+    proc = subprocess.run(
+        [str(WHISPERLIVEKIT.python), str(LAUNCHERS_DIR / "ct2_to_whisper_torch.py"), model_path, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=peer_env(),
+    )
+    reason = "" if proc.returncode == 0 else "conversion failed: " + " | ".join(proc.stderr.strip().splitlines()[-3:])
+    return InstallOutcome(
+        "whisper_torch",
+        proc.returncode == 0,
+        time.monotonic() - started,
+        reused=False,
+        reason=reason,
+        log_path=str(out),
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ COLORS = {
     "whisperlive": "tab:green",
     "whisperlivekit": "tab:red",
     "whisperlive_batch": "tab:olive",
+    "whisperlivekit_la": "tab:purple",
 }
 
 

@@ -22,6 +22,7 @@ _OPTIONAL = frozenset(
         "offline_wer_same_audio",
         "startup_s",
         "stopped",
+        "command",
         "server_log_tail",
         "reason",
         "traceback_tail",
@@ -117,6 +118,7 @@ class SystemResult:
     workload: str | None = None  # "long" when absent (files before the turns workload)
     startup_s: float | None = None
     stopped: str | None = None
+    command: list[str] | None = None  # the server's argv: every flag it ran with
     status: str | None = None
     reason: str | None = None
     traceback_tail: list[str] | None = None

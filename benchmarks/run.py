@@ -7,7 +7,8 @@
         --single-finals 3 --nonspeech-s 3 --skip-core --output-dir /tmp/bench   # a dry run of the harness
 
 Order of work: (1) peer venvs are created when missing (timed and printed apart from the measurement); (2) the
-Whisper core alone (``decode_core``); (3) for each system (ours, ours naive, WhisperLive, WhisperLiveKit) and
+Whisper core alone (``decode_core``); (3) for each system (ours, ours naive, WhisperLive with and without
+``--batch``, WhisperLiveKit with SimulStreaming and with LocalAgreement) and
 each workload (``workloads``: long recordings, conversational turns) its server is started and warmed up, its
 non-speech word rate and single-stream latency are probed, and its capacity is searched (``sweep``) until
 found or the time budget ends; (4) faster-whisper's offline transcription of the very audio that was streamed,
@@ -40,7 +41,7 @@ from typing import Any
 from . import metrics
 from .accuracy import attach_wer_summary, by_level_line, distinct_excerpts, offline_reference
 from .audio import default_audio_dir, load_long_recordings, plan_excerpts, write_wav_int16
-from .peers import PEERS, ensure_peer_venv, installed_versions
+from .peers import PEERS, ensure_peer_venv, ensure_whisper_torch, installed_versions
 from .report import base_name, markdown_table, summarize, system_key, write_results
 from .results import RunResult, SystemResult
 from .servers import system_specs
@@ -48,8 +49,8 @@ from .sweep import Plan, level_seconds, sweep_system
 from .workloads import LongRecordings, Turns, Workload, load_turn_utterances
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_SYSTEMS = ("ours", "ours_naive", "whisperlive", "whisperlivekit")
-ALL_SYSTEMS = (*DEFAULT_SYSTEMS, "whisperlive_batch")
+DEFAULT_SYSTEMS = ("ours", "ours_naive", "whisperlive", "whisperlive_batch", "whisperlivekit", "whisperlivekit_la")
+ALL_SYSTEMS = DEFAULT_SYSTEMS
 WORKLOADS = ("long", "turns")
 
 
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = Path(os.environ.get("BENCH_LOG_DIR") or tempfile.mkdtemp(prefix="bench-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
     started_wall = dt.datetime.now(dt.timezone.utc)
     head: dict[str, Any] = {
         "kind": "stream-server streaming benchmark",
@@ -216,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{workload_names}; load average {head['loadavg_1m_start']} (other work on the machine skews the figures)"
     )
     head["install"] = install_peers(systems, args, head["versions"])
+    if "whisperlivekit" in systems and head["install"].get("whisperlivekit", {}).get("ok"):
+        torch_copy = ensure_whisper_torch(model_path, head["model"]["id"])
+        head["install"]["whisper_torch"] = dataclasses.asdict(torch_copy)
+        _log(f"[install] PyTorch copy of the model for SimulStreaming: ok={torch_copy.ok} {torch_copy.reason[:300]}")
     measure_start = time.monotonic()
     install_s = sum(i.get("seconds", 0.0) for i in head["install"].values() if not i.get("reused"))
     # quick mode keeps the whole command within its budget, a first-time install of the peers included
@@ -245,6 +251,17 @@ def main(argv: list[str] | None = None) -> int:
                     workload=workload.name,
                     status="not installed",
                     reason=install.get("reason"),
+                )
+                continue
+            if specs[name].unavailable:
+                _log(f"[stream] {name}: cannot run: {specs[name].unavailable}")
+                results[key] = SystemResult(
+                    label=specs[name].label,
+                    protocol=specs[name].protocol,
+                    notes=list(specs[name].notes),
+                    workload=workload.name,
+                    status="cannot run",
+                    reason=specs[name].unavailable,
                 )
                 continue
             first_of_system = workload is workloads[0]

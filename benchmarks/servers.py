@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .launch import ServerProcess, http_ok, tcp_listening
-from .peers import LAUNCHERS_DIR, PEERS, peer_env
+from .peers import LAUNCHERS_DIR, PEERS, peer_env, whisper_torch_dir
 
 
 def http_get_json(url: str, timeout_s: float = 5.0) -> Any:
@@ -41,6 +41,29 @@ class SystemSpec:
     status_path: str | None = None  # JSON scheduler stats (ours)
     peer: str | None = None  # venv name in benchmarks.peers
     notes: list[str] = field(default_factory=list)
+    unavailable: str | None = None  # why it cannot run on this machine (reported, never silently skipped)
+
+
+SIMUL_NO_CHECKPOINT = (
+    "WhisperLiveKit's SimulStreaming decodes with PyTorch Whisper weights (it cannot decode from a CTranslate2 "
+    "directory) and no PyTorch copy of the model is here: the run converts one "
+    "(benchmarks/peer_launchers/ct2_to_whisper_torch.py) unless that failed (see install.whisper_torch), or "
+    "set BENCH_WHISPER_TORCH to an openai-whisper checkpoint"
+)
+
+
+def whisper_torch_checkpoint(model_path: str) -> tuple[str | None, str | None]:
+    """The PyTorch Whisper checkpoint for SimulStreaming's decoder and its alignment heads (WhisperLiveKit's
+    ``--custom-alignment-heads`` form, or None for its own choice): ``BENCH_WHISPER_TORCH``, else the copy
+    converted from ``model_path`` (``peers.ensure_whisper_torch``); (None, None) when neither exists."""
+    configured = os.environ.get("BENCH_WHISPER_TORCH")
+    if configured:
+        return (configured, None) if Path(configured).exists() else (None, None)
+    converted = sorted(whisper_torch_dir(model_path).glob("*.pt")) if model_path else []
+    if not converted:
+        return None, None
+    heads = converted[0].with_name(converted[0].name + ".alignment_heads")
+    return str(converted[0]), heads.read_text().strip() if heads.exists() else None
 
 
 def _wlk_ready(port: int) -> bool:
@@ -80,10 +103,56 @@ def system_specs(
     wl_python = str(PEERS["whisperlive"].python)
 
     def whisperlive(port: int) -> list[str]:
-        return [wl_python, str(LAUNCHERS_DIR / "whisperlive_server.py"), "--port", str(port), "--model-dir", model_path]
+        launcher = str(LAUNCHERS_DIR / "whisperlive_server.py")
+        flags = ["--model-dir", model_path, "--max-clients", "512", "--omp-num-threads", "1"]
+        return [wl_python, launcher, "--port", str(port), *flags]
 
     wlk_server = str(PEERS["whisperlivekit"].venv_dir / "bin" / "whisperlivekit-server")
     wlk_device_env = {} if device == "cuda" else {"CUDA_VISIBLE_DEVICES": ""}
+
+    def wlk(port: int, *policy: str) -> list[str]:
+        return [
+            wlk_server,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *policy,
+            "--pcm-input",
+            "--language",
+            "en",
+            "--min-chunk-size",
+            "0.1",
+            "--log-level",
+            "WARNING",
+            *(["--warmup-file", warmup_wav] if warmup_wav else []),
+        ]
+
+    decoder, alignment_heads = whisper_torch_checkpoint(model_path)
+    simul_policy = [
+        "--backend-policy",
+        "simulstreaming",
+        "--backend",
+        "faster-whisper",
+        "--encoder-model-path",
+        model_path,
+        "--decoder-model-path",
+        decoder or "",
+        "--frame-threshold",
+        "25",
+        "--beams",
+        "1",
+        *(["--custom-alignment-heads", alignment_heads] if alignment_heads else []),
+    ]
+    la_policy = [
+        "--backend-policy",
+        "localagreement",
+        "--backend",
+        "faster-whisper",
+        "--model_dir",
+        model_path,
+        "--confidence-validation",
+    ]
     return {
         "ours": SystemSpec(
             "ours",
@@ -111,52 +180,67 @@ def system_specs(
             peer="whisperlive",
             notes=[
                 "WhisperLive picks CUDA by itself when torch sees a GPU; int8 on CPU (its choice)",
-                "single shared model (WhisperLive's mode for a custom model path), VAD on (client default)",
+                "single shared model (WhisperLive's mode for a custom model path); OMP_NUM_THREADS=1 "
+                "(its run_server.py default); client options: use_vad true, no_speech_thresh 0.45, "
+                "send_last_n_segments 10, same_output_threshold 10, clip_audio false (its defaults)",
             ],
         ),
         "whisperlive_batch": SystemSpec(
             "whisperlive_batch",
             "WhisperLive 0.10 with its cross-client batching (--batch)",
             "whisperlive",
-            lambda port: [*whisperlive(port), "--batch"],
+            lambda port: [
+                *whisperlive(port),
+                "--batch",
+                "--batch-max-size",
+                "8",
+                "--batch-window-ms",
+                "50",
+                "--batch-max-admissions-per-s",
+                "1000",
+            ],
             tcp_listening,
             env=wlk_device_env,
             peer="whisperlive",
             notes=[
-                "WhisperLive's BatchInferenceWorker (batch_max_size 16, 50 ms window, greedy, its defaults); "
-                "meant for GPUs, measured here because batching is what ours does"
+                "WhisperLive's BatchInferenceWorker with its README's settings (batch_max_size 8, "
+                "batch_window_ms 50), greedy, each item padded to a 30 s window (its batched path); it refuses "
+                "new clients (WAIT) while its queue wait exceeds 0.5 s (its default, kept: a full server says "
+                "so); its admission rate limit (5 clients/s, a burst of 5) is raised to 1000/s because a level "
+                "starts all its clients within 100 ms; meant for GPUs, measured because batching is what ours "
+                "does",
+                "same server options and client options as whisperlive otherwise",
             ],
         ),
         "whisperlivekit": SystemSpec(
             "whisperlivekit",
+            "WhisperLiveKit 0.2 (SimulStreaming, its default policy)",
+            "whisperlivekit",
+            lambda port: wlk(port, *simul_policy),
+            _wlk_ready,
+            env=wlk_device_env,
+            peer="whisperlivekit",
+            unavailable=None if decoder else SIMUL_NO_CHECKPOINT,
+            notes=[
+                "SimulStreaming (AlignAtt) encodes with faster-whisper on the same CTranslate2 directory "
+                "(--encoder-model-path) and decodes with PyTorch Whisper (--decoder-model-path: the same weights, "
+                "converted from the CTranslate2 model unless BENCH_WHISPER_TORCH names a checkpoint; the "
+                "model's alignment heads drive the policy); frame threshold 25, greedy, 0.1 s chunks (its "
+                "defaults)",
+            ],
+        ),
+        "whisperlivekit_la": SystemSpec(
+            "whisperlivekit_la",
             "WhisperLiveKit 0.2 (LocalAgreement, faster-whisper backend)",
             "whisperlivekit",
-            lambda port: [
-                wlk_server,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend",
-                "faster-whisper",
-                "--backend-policy",
-                "localagreement",
-                "--model_dir",
-                model_path,
-                "--pcm-input",
-                "--language",
-                "en",
-                "--log-level",
-                "WARNING",
-                *(["--warmup-file", warmup_wav] if warmup_wav else []),
-            ],
+            lambda port: wlk(port, *la_policy),
             _wlk_ready,
             env=wlk_device_env,
             peer="whisperlivekit",
             notes=[
-                "SimulStreaming (its default policy) needs PyTorch Whisper weights, not a CTranslate2 "
-                "directory, so LocalAgreement with the faster-whisper backend is the policy that can serve "
-                "the same model; compute type 'auto' (its choice)"
+                "LocalAgreement with the faster-whisper backend on the same CTranslate2 directory; "
+                "--confidence-validation (its README's faster commit), 0.1 s chunks, compute type 'auto' "
+                "(its choice)"
             ],
         ),
     }

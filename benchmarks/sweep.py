@@ -103,6 +103,7 @@ def sweep_system(
     search: list[dict[str, Any]] = []
     fields: dict[str, Any] = {}
     try:
+        fields["command"] = spec.command(server.port)
         server.start()
         fields["startup_s"] = round(server.startup_s or 0.0, 2)
         warm = workload.warmup()
