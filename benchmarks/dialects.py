@@ -10,7 +10,7 @@ Two measurements, one server:
   latency difference to protocol v1 is the dialect's own cost (framing, base64, event mapping), free of the
   run-to-run noise that makes two separate p50s differ by tens of milliseconds on a shared 2-core machine.
 
-    python -m benchmarks.dialects --levels 1,8,16 --paired 4,16 --seconds 60   # writes results/dialects_cpu.json
+    python -m benchmarks.dialects --levels 1,8,16 --paired 16 --seconds 60   # writes results/dialects_cpu.json
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,10 @@ PROTOCOLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-def reference_of(system: str) -> str:
-    return "native+words" if system == "deepgram" else "native"
+def reference_of(system: str, measured: Collection[str] = ("native+words",)) -> str:
+    """What ``system`` is compared with: protocol v1 doing the same work (with word timestamps for Deepgram, when
+    that was measured: not when the server estimates Deepgram's word times, ``--deepgram-word-times estimated``)."""
+    return "native+words" if system == "deepgram" and "native+words" in measured else "native"
 
 
 def adapter_config(options: dict[str, Any], protocol: str) -> AdapterConfig:
@@ -106,7 +109,7 @@ async def run_paired(
         }  # fmt: skip
     pairs = []
     for system in names:
-        against = reference_of(system)
+        against = reference_of(system, names)
         if system == against or against not in names:
             continue
         diffs = [d for k in range(n) for d in paired_differences(results[(against, k)], results[(system, k)])]
@@ -117,7 +120,7 @@ async def run_paired(
 def compare_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     comparison = []
     for row in rows:
-        reference = reference_of(row["system"])
+        reference = reference_of(row["system"], {r["system"] for r in rows})
         native = next((r for r in rows if r["system"] == reference and r["clients"] == row["clients"]), None)
         if native is None or row["system"] == reference or row["final_latency_s"]["p50"] is None:
             continue
@@ -143,19 +146,24 @@ def _minus_ms(row: dict[str, Any], native: dict[str, Any], key: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,8,16", help="stream counts of the one-protocol-at-a-time runs ('' none)")
-    parser.add_argument("--paired", default="4,16", help="total streams of the paired runs (a multiple of the systems)")
+    parser.add_argument(
+        "--paired", default="16,32", help="total streams of the paired runs (multiples of the systems, >= their square)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of turns per client")
     parser.add_argument("--out", default=str(RESULTS / "dialects_cpu.json"))
     parser.add_argument("--only", default="", help="comma-separated systems to run (default: all)")
+    parser.add_argument("--server-args", default="", help="extra flags for the server, quoted")
     args = parser.parse_args(argv)
     systems = [p for p in PROTOCOLS if not args.only or p[0] in args.only.split(",")]
     turns = Turns(tuple(load_turn_utterances(default_audio_dir())), args.seconds)
     rows: list[dict[str, Any]] = []
     paired: list[dict[str, Any]] = []
     started = time.monotonic()
-    with ServerProcess(ours_command(), http_ok("/readyz"), name="ours") as server:
+    with ServerProcess(ours_command(*shlex.split(args.server_args)), http_ok("/readyz"), name="ours") as server:
         for total in [int(x) for x in args.paired.split(",") if x]:
-            run = asyncio.run(run_paired(server.ws_url, turns.excerpts(max(1, total // len(systems))), systems))
+            if total < len(systems) ** 2:  # fewer excerpts than protocols: the start order cannot rotate fully
+                raise SystemExit(f"--paired {total}: at least {len(systems) ** 2} streams for {len(systems)} systems")
+            run = asyncio.run(run_paired(server.ws_url, turns.excerpts(total // len(systems)), systems))
             paired.append(run)
             for row in run["paired"]:
                 d = row["difference_ms"]
@@ -172,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{system:16s} {n:3d} streams  p50 {latency['p50']} p95 {latency['p95']} "
                       f"(n={latency['count']})  WER {row['wer']}  passed {row['passed']}", flush=True)  # fmt: skip
     comparison = compare_levels(rows)
-    out = {"workload": "turns", "seconds_per_client": args.seconds, "paired": paired, "levels": rows,
+    out = {"workload": "turns", "seconds_per_client": args.seconds, "server_args": args.server_args,
+           "paired": paired, "levels": rows,
            "against_native": comparison, "load_average": [round(x, 2) for x in os.getloadavg()],
            "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

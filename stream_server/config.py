@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     twilio_auth_token: str = Field(
         "", description="Twilio auth token: when set, /v1/twilio/media requires a valid X-Twilio-Signature"
     )
+    deepgram_word_times: Literal["aligned", "estimated"] = Field(
+        "aligned",
+        description=(
+            "word times of /deepgram/v1/listen finals: aligned by the model (one extra model call per final) or "
+            "estimated from each word's length within the final's span (no model cost)"
+        ),
+    )
     twilio_webhook_prefixes: str = Field(
         "", description="comma-separated URL prefixes a Twilio call's callback_url may use (empty: no webhooks)"
     )

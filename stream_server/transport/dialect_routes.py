@@ -28,7 +28,12 @@ def mount_dialect_routes(app: FastAPI, settings: Settings, auth: ApiKeyAuth) -> 
     def twilio() -> Dialect:
         return TwilioDialect(hub, token)
 
-    app.add_api_websocket_route("/deepgram/v1/listen", dialect_route(DeepgramDialect))
+    aligned_words = settings.deepgram_word_times == "aligned"
+
+    def deepgram() -> Dialect:
+        return DeepgramDialect(aligned_words=aligned_words)
+
+    app.add_api_websocket_route("/deepgram/v1/listen", dialect_route(deepgram))
     app.add_api_websocket_route("/v1/realtime", dialect_route(OpenAIRealtimeDialect))
     app.add_api_websocket_route("/v1/twilio/media", dialect_route(twilio))
     app.add_api_websocket_route("/v1/calls/{callSid}/events", call_events_endpoint(hub, auth))

@@ -29,6 +29,7 @@ def test_pair_summary_in_milliseconds_with_count() -> None:
     assert row["difference_ms"]["p50"] == pytest.approx(2.0)
     assert row["against"] == "native+words" == reference_of("deepgram")
     assert reference_of("openai_realtime") == "native"
+    assert reference_of("deepgram", ["native", "deepgram"]) == "native"  # words estimated: v1 without words
 
 
 def test_level_comparison_against_the_right_reference() -> None:

@@ -19,7 +19,7 @@ from stream_server.transport.dialects.base import (
     ReplyOut,
     SessionInfo,
 )
-from stream_server.transport.dialects.deepgram import ENDPOINTING_FLOOR_MS, DeepgramDialect
+from stream_server.transport.dialects.deepgram import ENDPOINTING_FLOOR_MS, DeepgramDialect, estimated_words
 
 from .builders import final, handshake
 
@@ -184,3 +184,23 @@ def test_a_finalize_racing_an_endpoint_still_gets_its_answer() -> None:
     result, answer = d.render(final("Done.", reason="endpoint"))  # the endpoint had ended it first
     assert result["speech_final"] and not result["from_finalize"]
     assert answer["from_finalize"] and answer["channel"]["alternatives"][0]["transcript"] == ""
+
+
+def test_estimated_word_times_share_the_final_span_by_length() -> None:
+    words = estimated_words(" Hi there, Bob.", 2.0, 3.2)
+    assert [w.word for w in words] == ["Hi", "there,", "Bob."]
+    assert words[0].start == 2.0 and words[-1].end == pytest.approx(3.2)
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(words, words[1:]))  # contiguous
+    assert words[1].end - words[1].start == pytest.approx(1.2 * 6 / 12)  # "there," is 6 of 12 characters
+    assert estimated_words("", 1.0, 2.0) == () and estimated_words("   ", 1.0, 2.0) == ()
+
+
+def test_estimated_words_are_asked_for_no_alignment_and_still_returned() -> None:
+    d = DeepgramDialect(aligned_words=False)
+    assert d.accept(handshake({})).params.word_timestamps is False
+    assert DeepgramDialect().accept(handshake({})).params.word_timestamps is True  # aligned by default
+    (result,) = d.render(final("Hello world.", start=0.5, end=1.5))  # no words from the decoder
+    alt = result["channel"]["alternatives"][0]
+    assert [w["punctuated_word"] for w in alt["words"]] == ["Hello", "world."]
+    assert [w["word"] for w in alt["words"]] == ["hello", "world"]
+    assert alt["words"][0]["start"] == 0.5 and alt["words"][-1]["end"] == 1.5

@@ -8,6 +8,11 @@ clamped to ``ENDPOINTING_FLOOR_MS``..10000; ``false``: only ``Finalize`` or the 
 ``utterance_end_ms``, ``vad_events``, ``language`` (BCP-47), ``keyterm``/``keywords`` (repeated; a prompt hint);
 every other parameter (``model``, ``punctuate``, ``smart_format``, ``diarize`` ...) is accepted and ignored.
 
+Words: Deepgram always returns them. By default their times come from Whisper's cross-attention alignment, one
+extra model call per final; with ``aligned_words=False`` (``--deepgram-word-times estimated``) a final's words
+share its span in proportion to their length, at no model cost (``estimated_words``; see
+docs/dialects.md#word-times).
+
 Messages in: binary audio, ``KeepAlive``, ``Finalize`` (optional ``channel``), ``CloseStream``, ``Configure``
 (answered ``ConfigureFailure``: key terms are fixed at the handshake). Out: ``Results`` (every field the SDK and
 LiveKit index), ``SpeechStarted``, ``UtteranceEnd``, ``Metadata`` at close, ``Error``. Every ``Finalize`` is
@@ -24,6 +29,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from ...decode.types import Word
 from ...errors import InvalidParameter, ProtocolError, StreamServerError
 from ...session.events import DecodeError, Final, Partial, SessionEvent, SpeechEnded, SpeechStarted
 from ...session.params import StreamParams
@@ -87,8 +93,9 @@ class DeepgramDialect:
     name: ClassVar[str] = "deepgram"
     refuse_with_http: ClassVar[bool] = True
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, aligned_words: bool = True) -> None:
         self._clock = clock
+        self._aligned_words = aligned_words
         self._created = ""
         self._params: StreamParams | None = None
         self._reported_channels = 1  # the n of ``channel_index: [i, n]``
@@ -147,7 +154,7 @@ class DeepgramDialect:
             language=language if language is not None else defaults.language,
             prompt=glossary_prompt(defaults.prompt, terms),
             interim_results=parse_bool(last(query, "interim_results"), "interim_results", False),
-            word_timestamps=True,  # Deepgram always returns words; LiveKit takes start/end from them
+            word_timestamps=self._aligned_words,  # Deepgram always returns words; LiveKit takes start/end from them
             endpointing_ms=self._endpointing(last(query, "endpointing")),
         )
         api_key, subprotocol = parse_auth(handshake)
@@ -236,6 +243,7 @@ class DeepgramDialect:
         # an endpoint that ended the utterance before the Finalize reached the session: the final is said as
         # endpointed, and the Finalize still gets its (empty) answer
         from_finalize = event.reason == "finalize" or (answers_finalize and event.reason != "endpoint")
+        timed = event.words if event.words is not None else estimated_words(event.text, event.start, event.end)
         words = [
             {
                 "word": _plain(w.word),
@@ -244,7 +252,7 @@ class DeepgramDialect:
                 "confidence": _r(w.probability),
                 "punctuated_word": w.word.strip(),
             }
-            for w in event.words or ()
+            for w in timed
             if w.word.strip()
         ]
         result = self._results(
@@ -333,6 +341,21 @@ def _error(variant: str, description: str) -> Message:
 def _variant(code: str) -> str:
     """``invalid_audio`` -> ``InvalidAudio``: Deepgram's variants are CamelCase names."""
     return "".join(part.capitalize() for part in code.split("_"))
+
+
+def estimated_words(text: str, start: float, end: float) -> tuple[Word, ...]:
+    """``text``'s words spread over ``start``..``end`` (stream seconds) in proportion to their length in characters,
+    for finals decoded without alignment: the span is exact, the times inside it an estimate. Confidence 1.0: none
+    is computed."""
+    pieces = text.split()
+    total = sum(len(p) for p in pieces)
+    if not pieces or total == 0:
+        return ()
+    words, at, scale = [], start, max(0.0, end - start) / total
+    for piece in pieces:
+        words.append(Word(piece, at, at + len(piece) * scale, 1.0))
+        at += len(piece) * scale
+    return tuple(words)
 
 
 def _plain(word: str) -> str:
