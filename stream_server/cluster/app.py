@@ -8,7 +8,8 @@ each replica by ``create_app`` with a ``RemoteDecoder``). ``serve run deploy/ray
 Autoscaling: decoders scale on ongoing requests per replica, which for this deployment is its queue depth plus
 the batch running; ingress scales on ongoing requests, which for websockets is open sessions. Scale-down drains:
 Serve stops routing to a replica, then waits ``graceful_shutdown_timeout_s`` for its requests (a decoder's queued
-jobs; an ingress replica's sessions, which the app's lifespan finalizes like a SIGTERM drain).
+jobs; an ingress replica's open websockets, which end only with that timeout: the app's lifespan, which would
+drain them, runs after it; a known issue, see CHANGELOG.md).
 """
 
 from __future__ import annotations
