@@ -71,13 +71,26 @@ class StoppableDecoder(Decoder, Protocol):
     async def stop(self) -> None: ...
 
 
+DrainSignal = tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]
+
+
+async def _drain_on(signal: DrainSignal, svc: Services, settings: Settings) -> None:
+    wait, report = signal
+    await wait()
+    await svc.registry.drain(settings.shutdown_grace_s)
+    await report()
+
+
 def create_app(
     settings: Settings,
     backend: DecodeBackend | None = None,
     decoder_factory: Callable[[], Awaitable[StoppableDecoder]] | None = None,
+    drain_signal: DrainSignal | None = None,
 ) -> FastAPI:
     """The app. ``backend``: the model to run in this process (default: load the configured one);
-    ``decoder_factory``: decode elsewhere instead (the cluster's ingress tier connects a ``RemoteDecoder``)."""
+    ``decoder_factory``: decode elsewhere instead (the cluster's ingress tier connects a ``RemoteDecoder``);
+    ``drain_signal``: (wait, report) coroutines: when ``wait`` returns, open sessions are drained, then ``report``
+    is awaited (the cluster's ingress replicas, whose lifespan Serve runs only after their websockets end)."""
     svc = build_services(settings)
 
     @contextlib.asynccontextmanager
@@ -94,10 +107,13 @@ def create_app(
         trimmer = asyncio.create_task(
             trim_when_idle(lambda: len(svc.registry) == 0 and not decoder.busy, lambda: svc.registry.admitted)
         )
+        drainer = None if drain_signal is None else asyncio.create_task(_drain_on(drain_signal, svc, settings))
         try:
             yield
         finally:
             trimmer.cancel()
+            if drainer is not None:
+                drainer.cancel()
             if not svc.registry.draining:  # the server's SIGTERM hook drained them already
                 await svc.registry.drain(settings.shutdown_grace_s)
             await decoder.stop()

@@ -8,8 +8,8 @@ each replica by ``create_app`` with a ``RemoteDecoder``). ``serve run deploy/ray
 Autoscaling: decoders scale on ongoing requests per replica, which for this deployment is its queue depth plus
 the batch running; ingress scales on ongoing requests, which for websockets is open sessions. Scale-down drains:
 Serve stops routing to a replica, then waits ``graceful_shutdown_timeout_s`` for its requests (a decoder's queued
-jobs; an ingress replica's open websockets, which end only with that timeout: the app's lifespan, which would
-drain them, runs after it; a known issue, see CHANGELOG.md).
+jobs; an ingress replica's open websockets, which end only with that timeout: the app's lifespan runs after it).
+So ``stream-server cluster`` drains the ingress tier itself on SIGTERM, through ``drain.py``'s signal.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ray import serve
 from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 
 from ..config import Settings
+from . import drain
 from .decoder import DecoderReplica
 from .remote import RemoteDecoder
 from .router import SessionAffinityRouter
@@ -66,7 +67,7 @@ def _ingress_app(settings_json: str) -> Any:
     async def connect() -> RemoteDecoder:
         return await RemoteDecoder.connect(serve.get_deployment_handle(DECODER, app_name=DECODERS_APP))
 
-    return create_app(settings, decoder_factory=connect)
+    return create_app(settings, decoder_factory=connect, drain_signal=(drain.wait_for_drain, drain.report_drained))
 
 
 def build(settings: Settings, plan: ClusterPlan) -> Any:
@@ -124,6 +125,7 @@ def run(argv: list[str]) -> None:
     settings = Settings.from_cli(rest)
     plan = ClusterPlan(**{k: v for k, v in vars(known).items() if k in ClusterPlan.__dataclass_fields__})
     ray.init(address=known.address)
+    signal_actor = drain.create()
     serve.start(http_options={"host": settings.host, "port": settings.port})
     ingress, decoder = build(settings, plan)
     serve.run(decoder, name=DECODERS_APP, route_prefix=None)
@@ -133,4 +135,5 @@ def run(argv: list[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    drain.drain(signal_actor, settings.shutdown_grace_s)
     serve.shutdown()  # type: ignore[no-untyped-call]  # Ray's API is unannotated

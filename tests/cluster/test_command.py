@@ -1,7 +1,6 @@
 """The README's cluster command, run as a newcomer runs it: ``stream-server cluster`` starts a local Ray cluster
 with both tiers, and the caption page, the streaming client (``stream-client``) and the official OpenAI client
-work through it. SIGTERM should drain a live session (its finals, then ``session.closed``) before the tiers stop: a
-known issue, kept as a strict xfail behind the ``slow`` marker."""
+work through it; SIGTERM drains a live session (its finals, then ``session.closed``) before the tiers stop."""
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ def cluster_command(port: int) -> list[str]:
             "--port", str(port), "--cpu-threads", "1"]  # fmt: skip
 
 
-def test_the_cluster_command_serves_the_page_the_streaming_client_and_the_openai_client(tmp_path: Path) -> None:
+def test_the_cluster_command_serves_the_page_the_clients_and_drains_on_sigterm(tmp_path: Path) -> None:
     pause = np.zeros(12000, np.float32)
     audio = np.concatenate([synthesize(SENTENCES[0]), pause, synthesize(SENTENCES[1]), pause])
     wav = tmp_path / "two.wav"
@@ -62,17 +61,6 @@ def test_the_cluster_command_serves_the_page_the_streaming_client_and_the_openai
         text = client.audio.transcriptions.create(model="whisper-1", file=("two.wav", wav.read_bytes())).text
         assert wer(" ".join(SENTENCES), text) < 0.25, text
 
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known issue (CHANGELOG): Serve waits for an ingress replica's open websockets before its lifespan runs, "
-    "so a stopping ingress closes them without a drain",
-)
-def test_sigterm_drains_a_live_session_before_the_tiers_stop(tmp_path: Path) -> None:
-    pause = np.zeros(12000, np.float32)
-    audio = np.concatenate([synthesize(SENTENCES[0]), pause, synthesize(SENTENCES[1]), pause])
-    with ServerProcess(cluster_command, http_ok("/readyz"), name="cluster", log_dir=tmp_path) as server:
         assert server.pid is not None
         events = asyncio.run(stream_through_sigterm(f"ws://127.0.0.1:{server.port}/v1/listen", audio, server.pid))
     finals = [e for e in events if e["type"] == "final"]
