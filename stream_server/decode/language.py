@@ -23,11 +23,6 @@ import ctranslate2
 
 from .types import DecodeJob
 
-# A session leaves the language of its recent text only on confident evidence: base calls 3% of short English
-# pieces another language, mostly at p < 0.7, while whole non-English clips are detected at p >= 0.94 (see
-# docs/decisions.md#language-switch).
-SWITCH_MIN_PROBABILITY = 0.7
-
 
 def detect(
     model: ctranslate2.models.Whisper, encoder_output: ctranslate2.StorageView, hints: Sequence[str] | None
@@ -41,38 +36,28 @@ def detect_each(
     model: ctranslate2.models.Whisper,
     encoder_output: ctranslate2.StorageView,
     hints: Sequence[Sequence[str] | None],
-    current: Sequence[str | None] | None = None,
 ) -> list[tuple[str, float]]:
-    """As ``detect``, with hints of its own for each item (a batch mixes sessions) and, optionally, each item's
-    current language (``choose``'s ``current``): one model call for all."""
+    """As ``detect``, with hints of its own for each item (a batch mixes sessions): one model call for all."""
     if len(hints) != encoder_output.shape[0]:
         raise ValueError(f"{len(hints)} hint sets for a batch of {encoder_output.shape[0]}")
     scores = model.detect_language(encoder_output)
-    currents = list(current) if current is not None else [None] * len(hints)
-    return [choose(item, h, c) for item, h, c in zip(scores, hints, currents)]
+    return [choose(item, item_hints) for item, item_hints in zip(scores, hints)]
 
 
-def choose(
-    scores: Sequence[tuple[str, float]], hints: Sequence[str] | None, current: str | None = None
-) -> tuple[str, float]:
+def choose(scores: Sequence[tuple[str, float]], hints: Sequence[str] | None) -> tuple[str, float]:
     """The most probable language of one item's ``detect_language`` scores (``('<|es|>', p)`` pairs, any
-    order), among ``hints`` when given, with its probability renormalised over them. With ``current`` (the
-    language of the session's recent text), another language wins only at ``SWITCH_MIN_PROBABILITY`` or more;
-    below it the item stays in ``current`` (with ``current``'s own probability)."""
+    order), among ``hints`` when given, with its probability renormalised over them."""
     probabilities = {token.strip("<|>"): float(p) for token, p in scores}
-    if hints:
-        allowed = {code: probabilities[code] for code in dict.fromkeys(hints) if code in probabilities}
-        if not allowed:
-            raise ValueError(f"none of the language hints {list(hints)} is a language of this model")
-        total = sum(allowed.values())
-        # every hinted token can underflow to 0 in float16: then they are equally likely
-        probabilities = (
-            {c: p / total for c, p in allowed.items()} if total > 0 else dict.fromkeys(allowed, 1 / len(allowed))
-        )
-    best = max(probabilities, key=probabilities.__getitem__)
-    if current in probabilities and current != best and probabilities[best] < SWITCH_MIN_PROBABILITY:
-        best = current
-    return best, min(1.0, max(0.0, probabilities[best]))
+    if not hints:
+        best = max(probabilities, key=probabilities.__getitem__)
+        return best, min(1.0, max(0.0, probabilities[best]))
+    allowed = {code: probabilities[code] for code in dict.fromkeys(hints) if code in probabilities}
+    if not allowed:
+        raise ValueError(f"none of the language hints {list(hints)} is a language of this model")
+    best = max(allowed, key=allowed.__getitem__)
+    total = sum(allowed.values())
+    # every hinted token can underflow to 0 in float16: then they are equally likely
+    return best, allowed[best] / total if total > 0 else 1.0 / len(allowed)
 
 
 def needs_detection(job: DecodeJob) -> bool:

@@ -80,7 +80,8 @@ class Repair:
         while step is None and self._stage is not _Stage.DONE:
             if self._stage is _Stage.LANGUAGE:
                 self._stage = _Stage.RETRY if job.kind is not JobKind.PARTIAL else _Stage.WORDS
-                if carries_other_language(job, result.language):
+                # partials are never repaired (the scheduler refuses them): the next partial or the final will be
+                if job.kind is not JobKind.PARTIAL and carries_other_language(job, result.language):
                     step = Redecode(on_its_own(job, result.language))
                     self._stage = _Stage.DONE  # the redecode is repaired as a job of its own
             elif self._stage is _Stage.RETRY:

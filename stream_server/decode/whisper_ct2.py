@@ -291,8 +291,7 @@ class WhisperBackend:
             return [(language, 1.0) for language in locked]
         known = set(self.languages)  # hints are validated upstream; an unknown one must not fail the batch
         hints = [[code for code in j.options.languages if code in known] or None for j in jobs]
-        current = [j.prompt_language if j.options.task == "transcribe" else None for j in jobs]
-        detected = detect_each(self.model, encoder_output, hints, current)
+        detected = detect_each(self.model, encoder_output, hints)
         return [(language, 1.0) if language else found for language, found in zip(locked, detected)]
 
     def _generate(

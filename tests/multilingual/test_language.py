@@ -37,20 +37,6 @@ def test_hints_the_model_does_not_know_are_refused() -> None:
     assert choose(SCORES, ("xx", "pt")) == ("pt", 1.0)  # unknown codes among known ones are ignored
 
 
-def test_a_session_leaves_its_language_only_on_confident_evidence() -> None:
-    unsure = [("<|ru|>", 0.31), ("<|en|>", 0.22), ("<|de|>", 0.1)]
-    assert choose(unsure, None) == ("ru", 0.31)  # no current language: the most probable one
-    assert choose(unsure, None, "en") == ("en", 0.22)  # unsure: the session stays in English
-    assert choose(SCORES, None, "en") == ("en", 0.06)  # es at 0.6 is not sure enough to leave English
-    assert choose(SCORES, None, "es") == ("es", 0.6)
-    confident = [("<|es|>", 0.95), ("<|en|>", 0.03)]
-    assert choose(confident, None, "en") == ("es", 0.95)  # a real change of language
-    assert choose(unsure, None, "fr") == ("ru", 0.31)  # a current language without a score decides nothing
-    # among hints, the renormalised probability decides: en/de/ru -> ru 0.31 / 0.63 < 0.7
-    assert choose(unsure, ("en", "de", "ru"), "en") == ("en", pytest.approx(0.22 / 0.63))
-    assert choose(unsure, ("ru", "de"), "en") == ("ru", pytest.approx(0.31 / 0.41))  # en not among the hints
-
-
 def encode(model, clips: list[Clip]):  # noqa: ANN001, ANN201 (faster_whisper model -> StorageView)
     """The encoder output of ``clips`` padded to one window of their longest audio + 1 s (as the backend does)."""
     import ctranslate2
