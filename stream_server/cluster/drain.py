@@ -25,7 +25,7 @@ NAMESPACE = "stream-server"
 
 @ray.remote(num_cpus=0)
 class DrainSignal:
-    """``wait`` returns once ``set`` was called; ``drained`` counts the waiters that reported back."""
+    """``wait`` returns once ``set`` was called; ``progress`` gives (waiters, waiters that reported drained)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
