@@ -134,28 +134,37 @@ class DecodeEngine:
             batch = self.scheduler.next_batch()
             if not batch:
                 continue
-            started = time.monotonic()
-            view = self.scheduler.view(len(batch))
-            tiers: Counter[FinalTier] = Counter()
-            for index, job in enumerate(batch):
-                if offers_choice(job):
-                    tier = self.final_policy.choose(job, started, view)
-                    tiers[tier] += 1
-                    batch[index] = apply(job, tier)
-            self.busy = True
-            self._repair_calls = 0
             try:
-                failed, ran = await self._decode(batch)
-            finally:
-                self.busy = False
-                self.last_batch_at = time.monotonic()
-            waits = tuple(started - j.enqueued_at for j in ran)
-            report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed, tiers, self._repair_calls)
-            for observer in self.observers:
-                try:
-                    observer(report)
-                except Exception:
-                    log.exception("batch observer failed")
+                await self._run_batch(batch)
+            except Exception as exc:  # a fault in one batch's handling fails its jobs, never the loop itself
+                log.exception("a batch of %d job(s) failed outside the model", len(batch))
+                for job in batch:
+                    self._fail(job, DecodeFailed(f"decoding failed: {exc}"))
+
+    async def _run_batch(self, batch: list[DecodeJob]) -> None:
+        """Choose each final's tier, run ``batch`` (``_decode``) and report it to the observers."""
+        started = time.monotonic()
+        view = self.scheduler.view(len(batch))
+        tiers: Counter[FinalTier] = Counter()
+        for index, job in enumerate(batch):
+            if offers_choice(job):
+                tier = self.final_policy.choose(job, started, view)
+                tiers[tier] += 1
+                batch[index] = apply(job, tier)
+        self.busy = True
+        self._repair_calls = 0
+        try:
+            failed, ran = await self._decode(batch)
+        finally:
+            self.busy = False
+            self.last_batch_at = time.monotonic()
+        waits = tuple(started - j.enqueued_at for j in ran)
+        report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed, tiers, self._repair_calls)
+        for observer in self.observers:
+            try:
+                observer(report)
+            except Exception:
+                log.exception("batch observer failed")
 
     async def _decode(self, batch: list[DecodeJob]) -> tuple[bool, list[DecodeJob]]:
         """Run ``batch`` one model call at a time (``DecodeBackend.split``), delivering each call's results as
@@ -200,15 +209,19 @@ class DecodeEngine:
         once no final waits unless one of them is for a final."""
         aligns: list[tuple[Repair, AlignRequest]] = []
         for repair in repairs:
-            step = repair.plan()
-            if step is None:
-                await self._deliver(repair.job, repair.result)
-            elif isinstance(step, Redecode):
-                self._parents[step.job.job_id] = repair
-                self.scheduler.add_first(replace(step.job, enqueued_at=time.monotonic()))
-                self._wake.set()
-            else:
-                aligns.append((repair, step))
+            try:
+                step = repair.plan()
+                if step is None:
+                    await self._deliver(repair.job, repair.result)
+                elif isinstance(step, Redecode):
+                    self._parents[step.job.job_id] = repair
+                    self.scheduler.add_first(replace(step.job, enqueued_at=time.monotonic()))
+                    self._wake.set()
+                else:
+                    aligns.append((repair, step))
+            except Exception as exc:  # one job's repair going wrong must not end the loop every session needs
+                log.exception("repairing the result of job %d failed", repair.job.job_id)
+                self._fail(repair.job, DecodeFailed(f"decoding failed: {exc}"))
         if not aligns:
             return
         if self.scheduler.finals_waiting and not any(r.job.kind is JobKind.FINAL for r, _ in aligns):
@@ -232,16 +245,28 @@ class DecodeEngine:
             for repair, _ in aligns:
                 self._fail(repair.job, DecodeFailed(f"word alignment failed: {exc}"))
             return
+        merged = []
         for (repair, _), words in zip(aligns, outcomes):
-            repair.merge(words, self.backend)
-        await self._advance([r for r, _ in aligns])
+            try:
+                repair.merge(words, self.backend)
+            except Exception as exc:
+                log.exception("merging the word alignment of job %d failed", repair.job.job_id)
+                self._fail(repair.job, DecodeFailed(f"word alignment failed: {exc}"))
+            else:
+                merged.append(repair)
+        await self._advance(merged)
 
     async def _deliver(self, job: DecodeJob, result: DecodeResult) -> None:
         now = time.monotonic()
         started = self._call_started.pop(job.job_id, now)
         parent = self._parents.pop(job.job_id, None)
         if parent is not None:  # a repair's re-decode: its parent goes on
-            parent.merge(result, self.backend)
+            try:
+                parent.merge(result, self.backend)
+            except Exception as exc:
+                log.exception("merging the re-decode of job %d failed", parent.job.job_id)
+                self._fail(parent.job, DecodeFailed(f"decoding failed: {exc}"))
+                return
             await self._advance([parent])
             return
         future = self._futures.pop(job.job_id, None)

@@ -465,6 +465,34 @@ def test_a_failing_repair_fails_the_job_it_repairs_and_a_closed_session_cancels_
     run(scenario())
 
 
+def test_a_repair_step_that_raises_fails_its_job_and_the_engine_decodes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one result's repair (it once raised for a partial decoded in another language) fails that job
+    with ``DecodeFailed``; the engine's loop, which every session of the process needs, goes on."""
+    from stream_server.decode import repair as repair_module
+
+    plan = repair_module.Repair.plan
+    broken = long_final("a", "Earlier.")
+
+    def plan_raising_for_one_job(self: repair_module.Repair) -> object:
+        if self.job.job_id == broken.job_id:
+            raise ValueError("a repair bug")
+        return plan(self)
+
+    monkeypatch.setattr(repair_module.Repair, "plan", plan_raising_for_one_job)
+
+    async def scenario() -> None:
+        engine = started_engine(ScriptedBackend(), max_batch_size=8)
+        (failed,) = await settle([engine.submit(broken)])
+        (after,) = await settle([engine.submit(long_final("b", "Later."))])
+        alive = engine.alive
+        await engine.stop()
+        assert isinstance(failed, DecodeFailed) and "a repair bug" in str(failed)
+        assert isinstance(after, DecodeResult) and alive
+        assert not engine._futures and not engine._parents
+
+    run(scenario())
+
+
 def test_an_uploads_word_alignment_waits_while_a_final_is_queued() -> None:
     async def scenario() -> None:
         backend = ScriptedBackend()
