@@ -161,9 +161,11 @@ async def _start_engine(settings: Settings, backend: DecodeBackend | None, metri
     engine.start()
     cap = engine.scheduler.max_batch_audio_s
     log.info(
-        "ready: model %s on %s, max batch %d (audio: %s); finals while not busy: %g s of context, beam %d",
+        "ready: model %s on %s (%d worker(s)), max batch %d (audio: %s); finals while not busy: %g s of context, "
+        "beam %d",
         model.model_id,
         getattr(model, "device", "cpu"),
+        engine.workers,
         settings.max_batch_size,
         f"{cap:g} s" if cap else "no cap",
         settings.final_context_s,
@@ -177,5 +179,8 @@ def build_engine(settings: Settings, backend: DecodeBackend) -> DecodeEngine:
     # the device a backend really runs on ("auto" resolved at load); an injected test backend counts as CPU
     device = getattr(backend, "device", "cpu")
     return DecodeEngine(
-        backend, BatchScheduler(settings.scheduler_config(device)), FinalPolicy(settings.final_policy())
+        backend,
+        BatchScheduler(settings.scheduler_config(device)),
+        FinalPolicy(settings.final_policy()),
+        workers=settings.model_workers,
     )

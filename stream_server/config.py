@@ -33,10 +33,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_cpu_threads(cores: int) -> int:
-    """CTranslate2 threads when none are set: one core stays for the event loop (websockets, VAD, features), as
-    an OpenMP region waits for its slowest thread (see docs/decisions.md#cpu-threads)."""
-    return max(1, cores - 1)
+def default_cpu_threads(cores: int, workers: int = 1) -> int:
+    """CTranslate2 threads of each model replica when none are set: one core stays for the event loop
+    (websockets, VAD, features), as an OpenMP region waits for its slowest thread, and the rest is shared by the
+    replicas (see docs/decisions.md#cpu-threads)."""
+    return max(1, (cores - 1) // workers)
 
 
 def embedded_model_path() -> str:
@@ -65,7 +66,11 @@ class Settings(BaseSettings):
     compute_type: str = Field("default", description="int8 on CPU, float16 on CUDA when 'default'")
     cpu_threads: int = Field(
         0,
-        description="CTranslate2 intra-op threads; 0 = one fewer than the cores, at least 1 (the event loop keeps one)",
+        description="CTranslate2 intra-op threads of each model worker; 0 = one fewer than the cores shared by the "
+        "workers, at least 1 (the event loop keeps one)",
+    )
+    model_workers: int = Field(
+        1, ge=1, le=64, description="model replicas decoding batches in parallel (CTranslate2 inter_threads)"
     )
     late_final_beam_size: int = Field(1, description="beam size for stream finals that waited for the model")
     upload_beam_size: int = Field(
@@ -251,7 +256,7 @@ class Settings(BaseSettings):
         return 0.0 if device == "cuda" else 12.0
 
     def resolved_cpu_threads(self) -> int:
-        return self.cpu_threads or default_cpu_threads(available_cores())
+        return self.cpu_threads or default_cpu_threads(available_cores(), self.model_workers)
 
     # --- component configurations: the one place settings reach the decoding core
 
@@ -267,6 +272,7 @@ class Settings(BaseSettings):
             compute_type=self.compute_type,
             cpu_threads=self.resolved_cpu_threads(),
             window=self.window_policy(),
+            workers=self.model_workers,
         )
 
     def scheduler_config(self, device: str) -> SchedulerConfig:

@@ -1,14 +1,19 @@
-"""The asyncio driver: wake -> ``scheduler.next_batch()`` -> the one model thread -> resolve futures.
+"""The asyncio driver: wake -> ``scheduler.next_batch()`` -> a model thread -> resolve futures.
 
-The event loop never runs the model: model calls run in a single named worker thread ("whisper-model"), so
-websocket intake and HTTP keep flowing while a batch decodes, and new work queues up to form the next batch.
-Everything shared with that thread is handed over as arguments and return values. The engine sees every model
-call: a batch's parts (``DecodeBackend.split``) and each repair step (``repair.py``) run as calls of their own.
+The event loop never runs the model: model calls run in named worker threads ("whisper-model"), so websocket
+intake and HTTP keep flowing while a batch decodes, and new work queues up to form the next batch. Everything
+shared with those threads is handed over as arguments and return values. The engine sees every model call: a
+batch's parts (``DecodeBackend.split``) and each repair step (``repair.py``) run as calls of their own.
+
+With ``workers`` > 1 (``--model-workers``: a backend holding that many model replicas) as many batches run at
+once, each driven by a loop of its own on the one event loop; the scheduler, the futures and the repairs stay
+on that event loop, so nothing but the backend sees more than one thread (see docs/decisions.md#model-workers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import Counter, deque
@@ -24,6 +29,9 @@ from .scheduler import BatchScheduler
 from .types import BatchStats, DecodeJob, DecodeResult, DecodeTiming, JobKind
 
 log = logging.getLogger(__name__)
+
+# alignment calls run for the repairs of the batch a loop is running (each loop is a task: a context of its own)
+_repair_calls: contextvars.ContextVar[list[int]] = contextvars.ContextVar("repair_calls")
 
 
 class Superseded(Exception):
@@ -48,8 +56,13 @@ BatchObserver = Callable[[BatchReport], None]
 class DecodeEngine:
     """Implements ``interface.Decoder`` in one process. ``start``/``stop`` on the event loop that submits."""
 
-    def __init__(self, backend: DecodeBackend, scheduler: BatchScheduler, final_policy: FinalPolicy) -> None:
+    def __init__(
+        self, backend: DecodeBackend, scheduler: BatchScheduler, final_policy: FinalPolicy, workers: int = 1
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
         self.backend = backend
+        self.workers = workers
         self.scheduler = scheduler
         self.final_policy = final_policy
         self.max_wait_s = scheduler.config.max_wait_s
@@ -60,12 +73,11 @@ class DecodeEngine:
         self._parents: dict[int, Repair] = {}  # a repair's re-decode job id -> the repair waiting for it
         self._call_started: dict[int, float] = {}  # job id -> when its first model call started
         self._aligns: deque[list[tuple[Repair, AlignRequest]]] = deque()  # alignments a waiting final put off
-        self._repair_calls = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper-model")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper-model")
         self._stopping = False
-        self.busy = False
+        self._running = 0  # batches being decoded
 
     @property
     def model_id(self) -> str:
@@ -78,22 +90,27 @@ class DecodeEngine:
     @property
     def alive(self) -> bool:
         """Started and not stopped: ready to take jobs (``/readyz``)."""
-        return self._task is not None and not self._task.done()
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    @property
+    def busy(self) -> bool:
+        """A batch is being decoded."""
+        return self._running > 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="decode-engine")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(), name=f"decode-engine-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
-        """Finish queued work, then stop the loop and the model thread."""
+        """Finish queued work, then stop the loops and the model threads."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
+        await asyncio.gather(*self._tasks)
         self._executor.shutdown(wait=True)
 
     def submit(self, job: DecodeJob) -> asyncio.Future[DecodeResult]:
         """Queue ``job``; the future resolves with its result, or raises ``Superseded``/``DecodeFailed``."""
-        if self._stopping and self._task is not None and self._task.done():
+        if self._stopping and self._tasks and all(task.done() for task in self._tasks):
             raise ShuttingDown("the decode engine has stopped")
         if self.scheduler.queue_depth >= self.max_queue:
             raise Overloaded(f"decode queue is full ({self.max_queue} jobs); retry later")
@@ -124,7 +141,8 @@ class DecodeEngine:
                 await self._align(self._aligns.popleft())
                 continue
             if self.scheduler.queue_depth == 0:
-                if self._stopping:
+                if self._stopping and not self._running:
+                    self._wake.set()  # the other loops stop too
                     return
                 self._wake.clear()
                 await self._wake.wait()
@@ -151,15 +169,17 @@ class DecodeEngine:
                 tier = self.final_policy.choose(job, started, view)
                 tiers[tier] += 1
                 batch[index] = apply(job, tier)
-        self.busy = True
-        self._repair_calls = 0
+        self._running += 1
+        repair_calls = [0]
+        _repair_calls.set(repair_calls)
         try:
             failed, ran = await self._decode(batch)
         finally:
-            self.busy = False
+            self._running -= 1
             self.last_batch_at = time.monotonic()
+            self._wake.set()  # a loop that found nothing queued but this batch running may stop now
         waits = tuple(started - j.enqueued_at for j in ran)
-        report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed, tiers, self._repair_calls)
+        report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed, tiers, repair_calls[0])
         for observer in self.observers:
             try:
                 observer(report)
@@ -234,7 +254,9 @@ class DecodeEngine:
         aligns = [(r, a) for r, a in aligns if self._waited_for(r.job)]
         if not aligns:
             return
-        self._repair_calls += 1
+        counter = _repair_calls.get(None)
+        if counter is not None:
+            counter[0] += 1
         try:
             loop = asyncio.get_running_loop()
             outcomes = await loop.run_in_executor(self._executor, self.backend.align, [a for _, a in aligns])

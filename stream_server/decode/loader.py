@@ -31,8 +31,9 @@ class BackendConfig:
     model_id: str  # the id reported to clients
     device: Literal["cpu", "cuda", "auto"]
     compute_type: str  # "default": by device (``default_compute_type``)
-    cpu_threads: int  # CTranslate2 intra-op threads (resolved: at least 1)
+    cpu_threads: int  # CTranslate2 intra-op threads of each model replica (resolved: at least 1)
     window: WindowPolicy
+    workers: int = 1  # model replicas decoding in parallel (CTranslate2 ``inter_threads``; the engine's loops)
 
 
 def load_backend(config: BackendConfig) -> WhisperBackend:
@@ -55,4 +56,5 @@ def load_backend(config: BackendConfig) -> WhisperBackend:
         compute_type=compute_type,
         cpu_threads=config.cpu_threads,
         window=config.window,
+        workers=config.workers,
     )

@@ -19,6 +19,7 @@ See docs/decisions.md#trimmed-windows.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, replace
 
@@ -85,9 +86,13 @@ class WhisperBackend:
         compute_type: str,
         cpu_threads: int,
         window: WindowPolicy,
+        workers: int = 1,
     ) -> None:
         self.cpu_threads = cpu_threads
-        self._fw = WhisperModel(model_path, device=device, compute_type=compute_type, cpu_threads=self.cpu_threads)
+        self.workers = workers  # model replicas: calls from that many threads run in parallel
+        self._fw = WhisperModel(
+            model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, num_workers=workers
+        )
         self.model: ctranslate2.models.Whisper = self._fw.model
         self.model_id = model_id
         self.device = self.model.device
@@ -96,7 +101,8 @@ class WhisperBackend:
         self.window = window
         self.feature_extractor = self._fw.feature_extractor
         self._tokenizers: dict[tuple[str, str | None], Tokenizer] = {}
-        self._encoded: deque[_Encoded] = deque(maxlen=ENCODED_KEPT)
+        self._encoded: deque[_Encoded] = deque(maxlen=ENCODED_KEPT * workers)
+        self._encoded_lock = threading.Lock()  # model threads append and search it
         self.alignment_encodes = 0  # alignments that had to encode their audio again (none had it kept)
 
     @property
@@ -170,7 +176,9 @@ class WhisperBackend:
         """The encoder output ``jobs`` were decoded with and its window, if kept: the group's own when they are
         that group, in its order; their rows of it on the CPU; else None (to be encoded again)."""
         ids = tuple(job.job_id for job in jobs)
-        for kept in reversed(self._encoded):
+        with self._encoded_lock:
+            encoded = list(self._encoded)
+        for kept in reversed(encoded):
             if not set(ids) <= set(kept.job_ids):
                 continue
             if ids == kept.job_ids:
@@ -271,7 +279,8 @@ class WhisperBackend:
         feats = [self._features(j.audio) for j in jobs]
         encoder_output = self._encode(feats, window)
         if any(job.kind is JobKind.FINAL for job in jobs):
-            self._encoded.append(_Encoded(tuple(job.job_id for job in jobs), window, encoder_output))
+            with self._encoded_lock:
+                self._encoded.append(_Encoded(tuple(job.job_id for job in jobs), window, encoder_output))
         items = []
         for (job, previous), f, (lang, p) in zip(group, feats, self._languages(jobs, encoder_output)):
             tok = self.tokenizer(job.options.task, lang)

@@ -63,7 +63,7 @@ def make_engine(backend: DecodeBackend, max_batch_size: int, max_queue: int = 20
     """An engine as the server builds it (``Settings``' scheduler and final policy), with these limits."""
     server = Settings(**settings)  # type: ignore[arg-type]
     config = replace(server.scheduler_config("cpu"), max_batch_size=max_batch_size, max_queue=max_queue)
-    return DecodeEngine(backend, BatchScheduler(config), FinalPolicy(server.final_policy()))
+    return DecodeEngine(backend, BatchScheduler(config), FinalPolicy(server.final_policy()), server.model_workers)
 
 
 def started_engine(backend: DecodeBackend, max_batch_size: int, **options: float) -> DecodeEngine:
@@ -461,6 +461,32 @@ def test_a_failing_repair_fails_the_job_it_repairs_and_a_closed_session_cancels_
         backend.release()
         await engine.stop()
         assert waiting.cancelled() and not engine._futures and not engine._parents
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_with_two_model_workers_a_second_batch_runs_while_the_first_decodes(workers: int) -> None:
+    """``--model-workers``: each worker's loop takes the next batch while the others decode; one worker runs
+    one batch at a time. Results still reach their own callers, and stop waits for every loop."""
+
+    async def scenario() -> None:
+        backend = ScriptedBackend()
+        engine = make_engine(backend, max_batch_size=8, model_workers=workers)
+        engine.start()
+        first = await occupy(backend, engine, job("a", "first"))  # held in the model
+        second = engine.submit(job("b", "second"))
+        if workers == 2:
+            await entered(backend, 2)  # the second worker took it while the first call is held
+            assert engine.busy and backend.entered == 2
+        else:
+            await asyncio.sleep(0.2)
+            assert backend.entered == 1 and engine.scheduler.queue_depth == 1
+        backend.release()
+        results = await settle([first, second])
+        await engine.stop()
+        assert [r.text for r in results] == ["first", "second"]  # type: ignore[union-attr]
+        assert not engine.alive and not engine.busy and not engine._futures
 
     run(scenario())
 

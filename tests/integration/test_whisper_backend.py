@@ -13,6 +13,7 @@ from stream_server.decode.batching import PROMPT_BUCKETS
 from stream_server.decode.loader import load_backend
 from stream_server.decode.repair import Redecode, Repair, decode_repaired
 from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
+from stream_server.decode.whisper_ct2 import WhisperBackend
 
 from ..helpers import silence, synthesize, wer
 
@@ -190,8 +191,30 @@ def test_a_repetition_loop_keeps_one_copy_in_text_and_tokens(backend, clips):
 
 def test_default_cpu_threads_leave_a_core_for_the_event_loop(backend) -> None:
     assert [default_cpu_threads(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert [default_cpu_threads(cores, workers=4) for cores in (1, 2, 4, 16)] == [1, 1, 1, 3]  # shared by workers
     assert backend.cpu_threads == max(1, available_cores() - 1)  # built with Settings() defaults
     assert load_backend(Settings(cpu_threads=3).backend_config()).cpu_threads == 3
+
+
+def test_two_model_workers_decode_in_parallel_threads_as_one_does(backend, clips):
+    """``--model-workers 2``: two model replicas, called from two threads at once (as the engine's loops do),
+    give each job the text one worker gives it, and words aligned from the kept encoder output."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    options = DecodeOptions(temperatures=(0.0, 0.2))
+    two = load_backend(Settings(model_workers=2).backend_config())
+    assert two.workers == 2 and two.model.num_workers == 2 and two.cpu_threads >= 1
+
+    def decode_and_align(model: WhisperBackend, job: DecodeJob) -> tuple[str, list[str]]:
+        (result,) = model.decode_batch([job])
+        (words,) = model.align([AlignRequest(job, result, for_words=True)])
+        return result.text, [w["word"] for w in words]
+
+    expected = [decode_and_align(backend, job) for job in jobs_for(clips, options)]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="whisper-model") as pool:
+        done = list(pool.map(lambda job: decode_and_align(two, job), jobs_for(clips, options) * 2))
+    assert done == expected * 2
+    assert two.alignment_encodes == 0  # every alignment found its own encoder output
 
 
 def context_job(clips, options: DecodeOptions, context_text: str | None = None) -> DecodeJob:
