@@ -8,8 +8,9 @@ each replica by ``create_app`` with a ``RemoteDecoder``). ``serve run deploy/ray
 Autoscaling: decoders scale on ongoing requests per replica, which for this deployment is its queue depth plus
 the batch running; ingress scales on ongoing requests, which for websockets is open sessions. Scale-down drains:
 Serve stops routing to a replica, then waits ``graceful_shutdown_timeout_s`` for its requests (a decoder's queued
-jobs; an ingress replica's open websockets, which end only with that timeout: the app's lifespan runs after it).
-So ``stream-server cluster`` drains the ingress tier itself on SIGTERM, through ``drain.py``'s signal.
+jobs; an ingress replica's open websockets, which would end only with that timeout: the app's lifespan runs after
+it). So an ingress replica drains its sessions itself when Serve marks it stopping (``stopping.py``), and the
+whole tier on ``stream-server cluster``'s SIGTERM (``drain.py``'s signal).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def build(settings: Settings, plan: ClusterPlan) -> Any:
         name="Ingress",
         ray_actor_options={"num_cpus": plan.ingress_cpus},
         max_ongoing_requests=max(settings.max_sessions * 2, 100),
+        # covers noticing the stop (stopping.POLL_S), the drain (shutdown_grace_s) and Serve's 2 s wait loop
         graceful_shutdown_timeout_s=plan.drain_s + settings.shutdown_grace_s,
         **_scaling(plan.ingress, plan.max_ingress, plan.sessions_per_ingress),
     )(serve.ingress(lambda: _ingress_app(settings_json))())

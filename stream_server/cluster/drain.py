@@ -1,11 +1,14 @@
-"""Draining the ingress tier on shutdown: one small named Ray actor that ``stream-server cluster`` sets on SIGTERM.
+"""Draining the ingress tier: on the cluster command's SIGTERM (one small named Ray actor that ``stream-server
+cluster`` sets) and on Serve's own removal of a replica (``stopping.py``).
 
 Serve stops a replica by waiting ``graceful_shutdown_timeout_s`` for its open requests and only then runs the
 app's lifespan shutdown; an open websocket is an open request, so a session would never be drained that way.
-So every ingress replica waits on this actor from start-up; ``stream-server cluster`` sets it on SIGTERM, each
-replica drains its sessions (their last finals, ``session.closed``, close 1001: ``SessionRegistry.drain``) and
-says so, and the command stops Serve once every replica that waited has drained or the grace has passed. Without
-the actor (an application deployed by ``serve run``) replicas simply never hear it.
+So every ingress replica waits from start-up on both: the actor, which ``stream-server cluster`` sets on SIGTERM,
+and its own replica's state in the Serve controller, which turns ``STOPPING`` when the autoscaler or a redeploy
+removes it. Either way the replica drains its sessions (their last finals, ``session.closed``, close 1001:
+``SessionRegistry.drain``), refuses new ones, and says so to the actor; the command stops Serve once every
+replica that waited has drained or the grace has passed. Without the actor (an application deployed by
+``serve run``) only Serve's removal is heard.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 from typing import Any
 
 import ray
+
+from . import stopping
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +56,38 @@ def create() -> Any:
     return DrainSignal.options(name=NAME, namespace=NAMESPACE, get_if_exists=True).remote()  # type: ignore[attr-defined]
 
 
-async def wait_for_drain() -> None:
-    """On an ingress replica: returns when the cluster command asks for a drain; never without its actor."""
+def _signal() -> Any:
+    """The cluster command's signal, or None (deployed without the command)."""
     try:
-        signal = ray.get_actor(NAME, namespace=NAMESPACE)
-    except ValueError:  # deployed without the cluster command: nobody will ask
-        await asyncio.Event().wait()
-        return
-    await signal.wait.remote()
+        return ray.get_actor(NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+async def wait_for_drain() -> None:
+    """On an ingress replica: returns when the cluster command asks for a drain or Serve begins stopping this
+    replica, whichever comes first."""
+    signal = _signal()
+
+    async def asked() -> None:
+        if signal is None:  # deployed without the cluster command: nobody will ask
+            await asyncio.Event().wait()
+        else:
+            await signal.wait.remote()
+
+    waits = [asyncio.ensure_future(asked()), asyncio.ensure_future(stopping.wait_for_serve_stopping())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 async def report_drained() -> None:
-    signal = ray.get_actor(NAME, namespace=NAMESPACE)
-    await signal.report_drained.remote()
+    """Counted by the command's signal whichever way the drain began: every replica that waited reports once."""
+    signal = _signal()
+    if signal is not None:
+        await signal.report_drained.remote()
 
 
 def drain(signal: Any, grace_s: float) -> None:

@@ -16,14 +16,16 @@ pytest.importorskip("ray", reason="the cluster extra is not installed: pip insta
 
 from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
-from stream_server.cluster import releases  # noqa: E402
+from stream_server.cluster import releases, stopping  # noqa: E402
 from stream_server.cluster.app import decoders_builder, ingress_builder  # noqa: E402
 from stream_server.cluster.remote import RemoteDecoder  # noqa: E402
 from stream_server.cluster.router import SessionAffinityRouter  # noqa: E402
 from stream_server.cluster.wire import ArrivalOrder, DecoderInfo, OwnerTable, WireJob, WireOutcome  # noqa: E402
+from stream_server.config import Settings  # noqa: E402
 from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ray" / "serve_config.yaml"
+RAYSERVICE = CONFIG.parents[1] / "kubernetes" / "rayservice.yaml"
 
 
 def job(kind: JobKind, utterance: int, owner: str = "s1") -> DecodeJob:
@@ -304,3 +306,20 @@ def test_the_serve_config_is_valid_for_the_installed_ray_and_autoscales_each_tie
     assert ingress.autoscaling_config.target_ongoing_requests == 64
     assert decoder.max_ongoing_requests >= 1000  # never "busy" to Serve: the engine queues and batches
     assert decoder.graceful_shutdown_timeout_s > decoder.graceful_shutdown_wait_loop_s  # a drain has time to run
+
+
+@pytest.mark.parametrize("path", [CONFIG, RAYSERVICE], ids=["serve_config", "rayservice"])
+def test_a_removed_ingress_replica_has_time_to_drain_under_either_deploy_config(path: Path) -> None:
+    """Serve waits ``graceful_shutdown_timeout_s`` for a leaving ingress replica: it must cover noticing the stop
+    (one poll), the drain (``shutdown_grace_s``) and Serve's own wait loop, which sees the sockets closed."""
+    import yaml
+
+    documents = list(yaml.safe_load_all(path.read_text()))
+    (service,) = [d for d in documents if d.get("kind") == "RayService"] or documents
+    config = yaml.safe_load(service["spec"]["serveConfigV2"]) if path == RAYSERVICE else service
+    ServeDeploySchema.model_validate(config)
+    (app,) = [app for app in config["applications"] if app["name"] == "stream-server"]
+    ingress = ingress_builder(app["args"])._bound_deployment._deployment_config
+    grace_s = Settings(**{k: v for k, v in app["args"].items() if k in Settings.model_fields}).shutdown_grace_s
+    needed_s = stopping.POLL_S + grace_s + ingress.graceful_shutdown_wait_loop_s
+    assert ingress.graceful_shutdown_timeout_s >= needed_s + 5.0, (ingress.graceful_shutdown_timeout_s, needed_s)
