@@ -70,7 +70,8 @@ def run_core_benchmark(
     beam_size: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    from stream_server.config import Settings
+    from stream_server.config import Settings, available_cores
+    from stream_server.decode.loader import default_cpu_threads
     from stream_server.decode.repair import decode_repaired
     from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
     from stream_server.decode.whisper_ct2 import WhisperBackend
@@ -89,7 +90,7 @@ def run_core_benchmark(
         "bench",
         device=device,
         compute_type=compute_type,
-        cpu_threads=settings.resolved_cpu_threads(),
+        cpu_threads=default_cpu_threads(available_cores()),  # one caller: one worker
         window=settings.window_policy(),
     )
     load_s = time.monotonic() - started

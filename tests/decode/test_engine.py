@@ -63,7 +63,7 @@ def make_engine(backend: DecodeBackend, max_batch_size: int, max_queue: int = 20
     """An engine as the server builds it (``Settings``' scheduler and final policy), with these limits."""
     server = Settings(**settings)  # type: ignore[arg-type]
     config = replace(server.scheduler_config("cpu"), max_batch_size=max_batch_size, max_queue=max_queue)
-    return DecodeEngine(backend, BatchScheduler(config), FinalPolicy(server.final_policy()), server.model_workers)
+    return DecodeEngine(backend, BatchScheduler(config), FinalPolicy(server.final_policy()), server.model_workers or 1)
 
 
 def started_engine(backend: DecodeBackend, max_batch_size: int, **options: float) -> DecodeEngine:

@@ -7,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from stream_server.config import Settings, available_cores, default_cpu_threads
+from stream_server.config import Settings, available_cores
 from stream_server.decode.backend import AlignRequest
 from stream_server.decode.batching import PROMPT_BUCKETS
-from stream_server.decode.loader import load_backend
+from stream_server.decode.loader import default_cpu_threads, default_model_workers, load_backend
 from stream_server.decode.repair import Redecode, Repair, decode_repaired
 from stream_server.decode.types import DecodeJob, DecodeOptions, JobKind
 from stream_server.decode.whisper_ct2 import WhisperBackend
@@ -192,8 +192,11 @@ def test_a_repetition_loop_keeps_one_copy_in_text_and_tokens(backend, clips):
 def test_default_cpu_threads_leave_a_core_for_the_event_loop(backend) -> None:
     assert [default_cpu_threads(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
     assert [default_cpu_threads(cores, workers=4) for cores in (1, 2, 4, 16)] == [1, 1, 1, 3]  # shared by workers
-    assert backend.cpu_threads == max(1, available_cores() - 1)  # built with Settings() defaults
-    assert load_backend(Settings(cpu_threads=3).backend_config()).cpu_threads == 3
+    assert [default_model_workers("cpu", cores) for cores in (1, 2, 16)] == [1, 2, 16]
+    assert default_model_workers("cuda", 16) == 1
+    cores = available_cores()  # built with Settings() defaults: a one-thread worker per core
+    assert (backend.workers, backend.cpu_threads) == (cores, default_cpu_threads(cores, cores)) == (cores, 1)
+    assert load_backend(Settings(cpu_threads=3, model_workers=1).backend_config()).cpu_threads == 3
 
 
 def test_two_model_workers_decode_in_parallel_threads_as_one_does(backend, clips):
