@@ -22,16 +22,27 @@ import asyncio
 import itertools
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
+import ray
 from ray import serve
 
 from ..config import Settings
 from ..decode.engine import DecodeEngine, Superseded
+from ..decode.loader import BackendConfig
 from ..errors import StreamServerError
 from .wire import ArrivalOrder, DecoderInfo, DecoderLoad, OwnerTable, WireJob, WireOutcome
 
 log = logging.getLogger(__name__)
+
+
+def replica_backend_config(settings: Settings) -> BackendConfig:
+    """The model of this replica, its default workers and threads sized to the CPUs Ray reserved for it
+    (``ClusterPlan.decoder_cpus``), not to every core of its node, which other replicas share."""
+    config = settings.backend_config()
+    reserved = ray.get_runtime_context().get_assigned_resources().get("CPU")  # type: ignore[no-untyped-call]
+    return replace(config, cores=max(1, int(reserved))) if reserved else config
 
 
 class DecoderReplica:
@@ -44,7 +55,7 @@ class DecoderReplica:
 
         self.settings = Settings.model_validate_json(settings_json)
         self._blas = threadpool_limits(1, user_api="blas")  # as in the single process: see docs/decisions.md
-        self.backend = load_backend(self.settings.backend_config())
+        self.backend = load_backend(replica_backend_config(self.settings))
         self.engine: DecodeEngine | None = None
         self._local_ids = itertools.count(1)
         self._owners = OwnerTable()  # owners placed here and not yet released (their load, for routing)
