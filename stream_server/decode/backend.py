@@ -28,7 +28,7 @@ class AlignRequest:
 
 
 class DecodeBackend(Protocol):
-    """Runs model calls. Every method but ``split`` is a model call; all are called from the one model thread
+    """Runs model calls. Every method but ``split`` is a model call; all are called from the model threads
     only, never from the event loop.
 
     ``split`` says which model calls a batch will take, in the order they run (jobs that cannot share one call,
