@@ -68,7 +68,9 @@ class Repair:
     def __init__(self, job: DecodeJob, result: DecodeResult) -> None:
         self.job = job
         self.result = result
-        self._stage = _Stage.LANGUAGE
+        # partials are never repaired (the scheduler refuses their re-decodes; the next partial or the final will
+        # be): they only get the words they asked for
+        self._stage = _Stage.LANGUAGE if job.kind is not JobKind.PARTIAL else _Stage.WORDS
         self._waiting: Step | None = None  # the step whose outcome ``merge`` expects
         self._rest: DecodeJob | None = None  # the audio after an early stop, to decode next
 
@@ -79,9 +81,8 @@ class Repair:
         step: Step | None = None
         while step is None and self._stage is not _Stage.DONE:
             if self._stage is _Stage.LANGUAGE:
-                self._stage = _Stage.RETRY if job.kind is not JobKind.PARTIAL else _Stage.WORDS
-                # partials are never repaired (the scheduler refuses them): the next partial or the final will be
-                if job.kind is not JobKind.PARTIAL and carries_other_language(job, result.language):
+                self._stage = _Stage.RETRY
+                if carries_other_language(job, result.language):
                     step = Redecode(on_its_own(job, result.language))
                     self._stage = _Stage.DONE  # the redecode is repaired as a job of its own
             elif self._stage is _Stage.RETRY:
