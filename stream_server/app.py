@@ -182,5 +182,4 @@ def build_engine(settings: Settings, backend: DecodeBackend) -> DecodeEngine:
         backend,
         BatchScheduler(settings.scheduler_config(device)),
         FinalPolicy(settings.final_policy()),
-        workers=getattr(backend, "workers", None) or settings.model_workers or 1,
     )

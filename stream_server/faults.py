@@ -25,7 +25,7 @@ class FaultInjectingBackend:
         self.marker = marker
         self.model_id = inner.model_id
         self.is_multilingual = inner.is_multilingual
-        self.workers: int = getattr(inner, "workers", 1)
+        self.workers = inner.workers
 
     def split(self, jobs: list[DecodeJob]) -> list[list[DecodeJob]]:
         return self.inner.split(jobs)

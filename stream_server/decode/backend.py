@@ -37,10 +37,12 @@ class DecodeBackend(Protocol):
     soon as it is done. ``decode_batch`` returns one result per job, in order; ``align`` one alignment per
     request. Either may raise; the engine then fails the jobs of that call. What a result still needs (a retry,
     the rest of an early stop, word times) is planned by ``repair.py`` and run by the engine as calls of their
-    own. ``tokens_for`` is not a model call: the tokens of a text, for a result whose text was edited."""
+    own. ``tokens_for`` is not a model call: the tokens of a text, for a result whose text was edited.
+    ``workers``: the model replicas, so the model calls that may run at once (from as many threads)."""
 
     model_id: str
     is_multilingual: bool
+    workers: int
 
     def split(self, jobs: list[DecodeJob]) -> list[list[DecodeJob]]: ...
 

@@ -5,8 +5,8 @@ intake and HTTP keep flowing while a batch decodes, and new work queues up to fo
 shared with those threads is handed over as arguments and return values. The engine sees every model call: a
 batch's parts (``DecodeBackend.split``) and each repair step (``repair.py``) run as calls of their own.
 
-With ``workers`` > 1 (``--model-workers``: a backend holding that many model replicas) as many batches run at
-once, each driven by a loop of its own on the one event loop; the scheduler, the futures and the repairs stay
+With a backend holding several model replicas (``DecodeBackend.workers``, ``--model-workers``) as many batches
+run at once, each driven by a loop of its own on the one event loop; the scheduler, the futures and the repairs stay
 on that event loop, so nothing but the backend sees more than one thread (see docs/decisions.md#model-workers).
 """
 
@@ -56,13 +56,11 @@ BatchObserver = Callable[[BatchReport], None]
 class DecodeEngine:
     """Implements ``interface.Decoder`` in one process. ``start``/``stop`` on the event loop that submits."""
 
-    def __init__(
-        self, backend: DecodeBackend, scheduler: BatchScheduler, final_policy: FinalPolicy, workers: int = 1
-    ) -> None:
-        if workers < 1:
-            raise ValueError("workers must be >= 1")
+    def __init__(self, backend: DecodeBackend, scheduler: BatchScheduler, final_policy: FinalPolicy) -> None:
+        if backend.workers < 1:
+            raise ValueError("a backend needs at least one model worker")
         self.backend = backend
-        self.workers = workers
+        self.workers = backend.workers
         self.scheduler = scheduler
         self.final_policy = final_policy
         self.max_wait_s = scheduler.config.max_wait_s
@@ -75,7 +73,7 @@ class DecodeEngine:
         self._aligns: deque[list[tuple[Repair, AlignRequest]]] = deque()  # alignments a waiting final put off
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper-model")
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="whisper-model")
         self._stopping = False
         self._running = 0  # batches being decoded
 

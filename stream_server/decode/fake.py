@@ -41,9 +41,11 @@ class FakeBackend:
         latency_s: float = 0.0,
         one_call_per_job: bool = False,
         fail_if: Callable[[DecodeJob], bool] | None = None,
+        workers: int = 1,
     ) -> None:
         self.model_id = model_id
         self.is_multilingual = is_multilingual
+        self.workers = workers
         self.device = "cpu"
         self.text = text
         self.latency_s = latency_s  # seconds each model call takes

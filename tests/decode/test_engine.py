@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ AUDIO = np.zeros(1600, dtype=np.float32)
 class ScriptedBackend(FakeBackend):
     """Echoes each job's prompt as its text (``FakeBackend``'s rule); can return too few results."""
 
-    def __init__(self, **options: bool) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.short_by = 0  # return this many results too few
 
@@ -63,7 +64,7 @@ def make_engine(backend: DecodeBackend, max_batch_size: int, max_queue: int = 20
     """An engine as the server builds it (``Settings``' scheduler and final policy), with these limits."""
     server = Settings(**settings)  # type: ignore[arg-type]
     config = replace(server.scheduler_config("cpu"), max_batch_size=max_batch_size, max_queue=max_queue)
-    return DecodeEngine(backend, BatchScheduler(config), FinalPolicy(server.final_policy()), server.model_workers or 1)
+    return DecodeEngine(backend, BatchScheduler(config), FinalPolicy(server.final_policy()))
 
 
 def started_engine(backend: DecodeBackend, max_batch_size: int, **options: float) -> DecodeEngine:
@@ -471,8 +472,8 @@ def test_with_two_model_workers_a_second_batch_runs_while_the_first_decodes(work
     one batch at a time. Results still reach their own callers, and stop waits for every loop."""
 
     async def scenario() -> None:
-        backend = ScriptedBackend()
-        engine = make_engine(backend, max_batch_size=8, model_workers=workers)
+        backend = ScriptedBackend(workers=workers)
+        engine = make_engine(backend, max_batch_size=8)
         engine.start()
         first = await occupy(backend, engine, job("a", "first"))  # held in the model
         second = engine.submit(job("b", "second"))
