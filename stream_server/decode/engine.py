@@ -175,7 +175,8 @@ class DecodeEngine:
         finally:
             self._running -= 1
             self.last_batch_at = time.monotonic()
-            self._wake.set()  # a loop that found nothing queued but this batch running may stop now
+            if self._stopping:
+                self._wake.set()  # a loop that found nothing queued but this batch running may stop now
         waits = tuple(started - j.enqueued_at for j in ran)
         report = BatchReport(tuple(ran), waits, time.monotonic() - started, failed, tiers, repair_calls[0])
         for observer in self.observers:
