@@ -21,6 +21,7 @@ from stream_server.config import Settings
 from stream_server.decode.final_policy import FinalPolicy, FinalPolicyConfig, QueueView, apply, offers_choice
 from stream_server.decode.scheduler import BatchScheduler, SchedulerConfig
 from stream_server.decode.types import FALLBACK_TEMPERATURES, SAMPLE_RATE, DecodeJob, DecodeOptions, JobKind
+from stream_server.session.segmenter import TAIL_MS
 
 from .service import ServiceModel
 from .workload import Workload
@@ -39,7 +40,7 @@ class Policy:
     """The server's streaming and scheduling settings (defaults: ``stream_server.config.Settings``)."""
 
     endpointing_s: float = 0.5
-    tail_s: float = 0.3
+    tail_s: float = TAIL_MS / 1000  # the server's: speculative finals start this far into a pause
     soft_endpointing_s: float = 0.2
     soft_max_utterance_s: float = 8.0
     partial_interval_s: float = 0.5

@@ -33,6 +33,11 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 SpeechClassifier = Callable[[np.ndarray], bool]
 
 
+# Silence a final keeps after its last voiced frame; also when its speculative decode starts, endpointing_ms -
+# TAIL_MS before the end is certain (docs/decisions.md#speculative-finals).
+TAIL_MS = 200
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     """The first four are settings (``SessionPolicy``, ``StreamParams``); the rest are the segmenter's own."""
@@ -44,7 +49,7 @@ class SegmenterConfig:
     # re-decodes the whole utterance (quadratic in its length) and the final's decode grows with it.
     soft_max_utterance_s: float  # 0: off
     preroll_ms: int = 300
-    tail_ms: int = 300
+    tail_ms: int = TAIL_MS
     start_window_frames: int = 6
     start_voiced_frames: int = 4
     cut_search_s: float = 3.0

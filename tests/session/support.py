@@ -13,8 +13,10 @@ from stream_server.session.events import DecodeRequested, Final
 from stream_server.session.machine import StreamingSession
 from stream_server.session.params import StreamParams
 from stream_server.session.policy import SessionPolicy
+from stream_server.session.segmenter import TAIL_MS
 
 RATE = 16000
+TAIL_S = TAIL_MS / 1000  # the silence a final keeps after its last voiced frame
 _PARAM_FIELDS = {f.name for f in dataclasses.fields(StreamParams)}
 
 

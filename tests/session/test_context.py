@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream_server.session.events import Final
-from tests.session.support import RATE, feed, make, pcm, quiet, requests, result_for, tone
+from tests.session.support import RATE, TAIL_S, feed, make, pcm, quiet, requests, result_for, tone
 
 
 def test_a_final_hears_the_utterance_before_it_and_is_given_its_text():
@@ -25,7 +25,7 @@ def test_a_final_hears_the_utterance_before_it_and_is_given_its_text():
     assert job.context_samples == pytest.approx(1.5 * RATE, abs=0.06 * RATE)  # speech at 1.8 s, pre-roll 0.3 s
     sent = np.frombuffer(pcm(audio), dtype="<i2").astype(np.float32) / 32768  # what the session received
     np.testing.assert_array_equal(job.audio, sent[: len(job.audio)])  # context and utterance: the stream itself
-    assert job.own_s == pytest.approx(1.2 + 0.3 + 0.3, abs=0.07)  # pre-roll, speech, tail
+    assert job.own_s == pytest.approx(1.2 + 0.3 + TAIL_S, abs=0.07)  # pre-roll, speech, tail
     (final,) = session.receive_decode_result(second, result_for(job, "two"))
     assert final.text == "two"
 

@@ -7,7 +7,7 @@ import pytest
 
 from stream_server.decode.types import JobKind
 from stream_server.session.events import Final
-from tests.session.support import feed, make, quiet, requests, result_for, tone
+from tests.session.support import TAIL_S, feed, make, quiet, requests, result_for, tone
 
 
 def test_a_final_is_decoded_during_the_pause_that_ends_its_utterance():
@@ -15,7 +15,7 @@ def test_a_final_is_decoded_during_the_pause_that_ends_its_utterance():
     events = feed(session, np.concatenate([tone(1.0), quiet(0.4)]))
     (spec,) = requests(events)
     assert spec.speculative and not spec.is_final and spec.job.kind is JobKind.FINAL
-    assert 1.0 + 0.3 <= spec.job.duration_s <= 1.0 + 0.3 + 0.06  # speech plus the tail: the final's audio
+    assert 1.0 + TAIL_S <= spec.job.duration_s <= 1.0 + TAIL_S + 0.06  # speech plus the tail: the final's audio
     assert session.receive_decode_result(spec, result_for(spec.job, "one")) == []  # not over yet
     events = feed(session, quiet(0.3))
     assert requests(events) == []  # no second decode: the speculative one is the final

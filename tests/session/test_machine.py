@@ -8,7 +8,7 @@ import pytest
 from stream_server.decode.types import DecodeTiming, JobKind
 from stream_server.errors import ProtocolError
 from stream_server.session.events import DecodeError, DecodeRequested, Final, Partial, SpeechEnded, SpeechStarted
-from tests.session.support import RATE, feed, make, pcm, quiet, requests, resolve_in_turn, result_for, tone
+from tests.session.support import RATE, TAIL_S, feed, make, pcm, quiet, requests, resolve_in_turn, result_for, tone
 
 
 def test_two_utterances_are_cut_and_finalized_in_order():
@@ -213,7 +213,7 @@ def test_each_channel_can_be_fed_on_its_own_in_any_chunking():
     events = [e for i in range(0, len(data), 301) for e in session.receive_channel_audio(1, data[i : i + 301])]
     assert [(e.channel, e.utterance_id) for e in of(SpeechStarted, events)] == [(1, 0)]
     (request,) = finals_asked(events)
-    assert request.channel == 1 and request.job.own_s == pytest.approx(1.0 + 0.3, abs=0.05)  # speech and tail
+    assert request.channel == 1 and request.job.own_s == pytest.approx(1.0 + TAIL_S, abs=0.05)  # speech and tail
     assert session.receive_channel_audio(0, pcm(quiet(0.5))) == []  # the other channel heard only silence
     assert session.audio_seconds == pytest.approx(2.0)
     with pytest.raises(ProtocolError):
