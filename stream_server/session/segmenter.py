@@ -35,7 +35,7 @@ SpeechClassifier = Callable[[np.ndarray], bool]
 
 # Silence a final keeps after its last voiced frame; also when its speculative decode starts, endpointing_ms -
 # TAIL_MS before the end is certain (docs/decisions.md#speculative-finals).
-TAIL_MS = 200
+TAIL_MS = 300
 
 
 @dataclass(frozen=True)
