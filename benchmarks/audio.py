@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,12 @@ def load_manifest(audio_dir: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def segment_names(entry: Mapping[str, Any]) -> list[str]:
+    """The files a derived long recording was joined from, in order (its manifest ``source`` names them)."""
+    match = re.search(r"segment files: (.*)$", entry.get("source", ""))
+    return match.group(1).split(", ") if match else []
+
+
 def load_long_recordings(audio_dir: Path | None = None) -> list[LongRecording]:
     """The derived long recordings with utterance boundaries; espeak-ng speech if the directory is absent."""
     audio_dir = audio_dir or default_audio_dir()
@@ -112,13 +119,12 @@ def load_long_recordings(audio_dir: Path | None = None) -> list[LongRecording]:
     for entry in entries:
         if entry.get("kind") != "long_derived":
             continue
-        match = re.search(r"segment files: (.*)$", entry.get("source", ""))
-        segment_names = match.group(1).split(", ") if match else []
-        if not segment_names or any(name not in by_name for name in segment_names):
+        names = segment_names(entry)
+        if not names or any(name not in by_name for name in names):
             continue
         utterances = []
         cursor = 0.0
-        for name in segment_names:
+        for name in names:
             duration = read_wav_int16(audio_dir / name).shape[0] / SAMPLE_RATE
             utterances.append(Utterance(cursor, cursor + duration, by_name[name]["text"]))
             cursor += duration + GAP_S

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from . import metrics
 from .audio import load_short_utterances
 from .decode_core import GROUP
 
@@ -68,7 +69,7 @@ def parse_layouts(text: str, cores: int) -> list[tuple[int, int]]:
 
 
 def _percentile_ms(samples: list[float], q: float) -> float:
-    return round(1000 * float(np.percentile(samples, q)), 1)
+    return round(1000 * (metrics.percentile(samples, q) or 0.0), 1)
 
 
 def measure_layout(

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.audio import GAP_S, SAMPLE_RATE, default_audio_dir, read_wav_int16
+from benchmarks.audio import GAP_S, SAMPLE_RATE, default_audio_dir, load_manifest, read_wav_int16, segment_names
 from benchmarks.workloads import load_turn_utterances
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,14 +49,12 @@ def download_wheels(dest: Path) -> None:
 
 
 def long_recording_segments(audio_dir: Path) -> dict[str, list[str]]:
-    out = {}
-    for line in (audio_dir / "manifest.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("kind") == "long_derived":
-            match = re.search(r"segment files: (.*)$", entry["source"])
-            if match:
-                out[entry["audio"]] = match.group(1).split(", ")
-    return out
+    """Each derived long recording of the manifest and the files it was joined from."""
+    return {
+        entry["audio"]: segment_names(entry)
+        for entry in load_manifest(audio_dir)
+        if entry.get("kind") == "long_derived" and segment_names(entry)
+    }
 
 
 def rebuilt(audio_dir: Path, segments: list[str]) -> np.ndarray:

@@ -4,7 +4,9 @@ many-cores layout benchmark parses its layouts and measures both sides on the re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,33 +21,14 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 def _split_run(run: RunResult, key: str, below: int) -> tuple[RunResult, RunResult]:
     """The run as two invocations: levels under ``below`` in the first, the rest in the second."""
     system = run.systems[key]
-    low = [lv for lv in system.levels if lv.clients < below]
-    high = [lv for lv in system.levels if lv.clients >= below]
-    steps = system.search or []
-    first = replace(
-        run,
-        systems={
-            key: replace(
-                system,
-                levels=low,
-                search=[s for s in steps if s["clients"] < below],
-                capacity=metrics.capacity((lv.clients, lv.passed) for lv in low),
-            )
-        },
-    )
-    second = replace(
-        run,
-        systems={
-            key: replace(
-                system,
-                levels=high,
-                search=[s for s in steps if s["clients"] >= below],
-                single_stream=None,
-                capacity=metrics.capacity((lv.clients, lv.passed) for lv in high),
-            )
-        },
-    )
-    return first, second
+
+    def part(keep: Callable[[int], bool], **changes: Any) -> RunResult:
+        levels = [lv for lv in system.levels if keep(lv.clients)]
+        search = [s for s in system.search or [] if keep(s["clients"])]
+        capacity = metrics.capacity((lv.clients, lv.passed) for lv in levels)
+        return replace(run, systems={key: replace(system, levels=levels, search=search, capacity=capacity, **changes)})
+
+    return part(lambda n: n < below), part(lambda n: n >= below, single_stream=None)
 
 
 def test_a_search_split_over_two_runs_merges_back_to_the_same_capacity_and_levels():
