@@ -189,5 +189,8 @@ def test_dropped_sessions_leave_nothing_behind(server: ServerHandle) -> None:
     assert metric_value(server, "decode_queue_depth") == 0
     # A leak of what a session holds (the audio it sent: ~100 KB on average here) would cost tens of MB per half
     # in short mode, hundreds in long mode, and as much again in the second half.
+    # Native memory at rest moves by tens of MB either way as glibc and CTranslate2 return and take arenas (one CI
+    # run: 265 MB at baseline, 237 after the first half, 258 after the second), so the second half is held against
+    # the highest level seen before it: a steady leak of L per half still shows as L there, a dip and return as 0.
     assert second_mb - baseline_mb <= 40, (baseline_mb, first_mb, second_mb)
-    assert second_mb - first_mb <= 20, (baseline_mb, first_mb, second_mb)
+    assert second_mb - max(baseline_mb, first_mb) <= 20, (baseline_mb, first_mb, second_mb)
