@@ -4,7 +4,7 @@ Drives the server's own ``BatchScheduler`` (rules 1-6 of ``stream_server/decode/
 ``DecodeJob``s whose audio is a zero-stride array of the right length, and replays around it what the engine
 and the session do: one model call at a time (a batch split by encoder window as the backend splits it), finals
 pre-empting partials between calls, the engine's economy rule for finals' extras (context, idle beam), partials
-every ``partial_interval_s`` of new audio while voiced, speculative finals ``tail_s`` into a pause, endpointing
+every ``partial_interval_s`` of new audio while voiced, speculative finals ``heard_tail_s`` into a pause, endpointing
 (and the soft endpoint past ``soft_max_utterance_s``), and one final in flight per stream. Time is seconds.
 """
 
@@ -21,7 +21,7 @@ from stream_server.config import Settings
 from stream_server.decode.final_policy import FinalPolicy, FinalPolicyConfig, QueueView, apply, offers_choice
 from stream_server.decode.scheduler import BatchScheduler, SchedulerConfig
 from stream_server.decode.types import FALLBACK_TEMPERATURES, SAMPLE_RATE, DecodeJob, DecodeOptions, JobKind
-from stream_server.session.segmenter import TAIL_MS
+from stream_server.session.segmenter import HEARD_TAIL_MS, TAIL_MS
 
 from .service import ServiceModel
 from .workload import Workload
@@ -40,7 +40,8 @@ class Policy:
     """The server's streaming and scheduling settings (defaults: ``stream_server.config.Settings``)."""
 
     endpointing_s: float = 0.5
-    tail_s: float = TAIL_MS / 1000  # the server's: speculative finals start this far into a pause
+    tail_s: float = TAIL_MS / 1000  # the server's: the silence a pause-ended final's audio keeps
+    heard_tail_s: float = HEARD_TAIL_MS / 1000  # the server's: speculative finals start this far into a pause
     soft_endpointing_s: float = 0.2
     soft_max_utterance_s: float = 8.0
     partial_interval_s: float = 0.5
@@ -170,8 +171,8 @@ class _Run:
                 t += p.partial_interval_s
             pause = s.runs[k + 1][0] - b if k + 1 < len(s.runs) else 1e9
             limit = p.soft_endpointing_s if b - utt.start > p.soft_max_utterance_s else p.endpointing_s
-            if p.speculative and pause >= p.tail_s and limit > p.tail_s:
-                self.at(b + p.tail_s, "speculate", (s, utt, b))
+            if p.speculative and pause >= p.heard_tail_s and limit > p.heard_tail_s:
+                self.at(b + p.heard_tail_s, "speculate", (s, utt, b))
             if pause >= limit:
                 utt.last_voiced, utt.end_at = b, b + limit
                 utt.final_s = b - utt.start + min(p.tail_s, limit)

@@ -172,7 +172,7 @@ class Channel:
         if utt is None or span is None:
             return []
         start, end = span
-        return self.finals.speculate(utt, start, end, self.segmenter.audio)
+        return self.finals.speculate(utt, start, end, self.segmenter.final_audio)
 
     def _maybe_partial(self) -> list[SessionEvent]:
         utt = self.open

@@ -1,8 +1,8 @@
 """A channel's finals: one final decode at a time, in utterance order, and speculative finals.
 
 Each final is decoded with the text of every earlier one in its prompt, so finals go out one at a time and a
-transcript never depends on how busy the server was. Speculative finals: once ``tail_ms`` of a pause has
-passed, the audio the final would get if the pause ends the utterance is complete, so its decode is asked for
+transcript never depends on how busy the server was. Speculative finals: once ``heard_tail_ms`` of a pause
+has passed, the audio the final would get if the pause ends the utterance is complete, so its decode is asked for
 then (same audio, prompt and options as the real one). If the pause does end the utterance, that decode *is*
 the final (sent at once if it is back); if speech resumes, it is ignored. See docs/decisions.md#speculative-finals.
 """

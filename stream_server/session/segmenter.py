@@ -8,9 +8,11 @@ and far-field speech). Speech starts
 once ``start_voiced_frames`` of the last ``start_window_frames`` frames are voiced; the utterance then
 begins ``preroll_ms`` before the first of those frames so the first word is not clipped. It ends after
 ``endpointing_ms`` of unvoiced frames and keeps ``tail_ms`` of that silence (Whisper drops final words of
-audio cut right at the last phoneme). An utterance reaching ``max_utterance_s`` is cut at its quietest frame
-in the last ``cut_search_s`` seconds; the remainder goes on as a new utterance at once. With ``endpointing_ms``
-None no silence ends an utterance: only ``flush`` (the client's commit) and the length cut do.
+audio cut right at the last phoneme), of which only the first ``heard_tail_ms`` is the stream's audio and the
+rest digital silence: the final's audio is then complete early in the pause (speculative finals). An utterance
+reaching ``max_utterance_s`` is cut at its quietest frame in the last ``cut_search_s`` seconds; the remainder
+goes on as a new utterance at once. With ``endpointing_ms`` None no silence ends an utterance: only ``flush``
+(the client's commit) and the length cut do.
 
 Pure: no I/O, no clock. The webrtcvad call is injected so tests can drive decisions directly. The segmenter
 owns one preallocated buffer holding the open utterance (plus pre-roll); it never grows per chunk.
@@ -33,9 +35,12 @@ FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 SpeechClassifier = Callable[[np.ndarray], bool]
 
 
-# Silence a final keeps after its last voiced frame; also when its speculative decode starts, endpointing_ms -
-# TAIL_MS before the end is certain (docs/decisions.md#speculative-finals).
+# Silence a pause-ended final keeps after its last voiced frame (docs/decisions.md#speculative-finals). Only the
+# first HEARD_TAIL_MS of it is the stream's audio, the rest digital silence, so the final's audio is complete, and
+# its speculative decode starts, HEARD_TAIL_MS into the pause: endpointing_ms - HEARD_TAIL_MS before the end is
+# certain.
 TAIL_MS = 300
+HEARD_TAIL_MS = 200
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class SegmenterConfig:
     soft_max_utterance_s: float  # 0: off
     preroll_ms: int = 300
     tail_ms: int = TAIL_MS
+    heard_tail_ms: int = HEARD_TAIL_MS
     start_window_frames: int = 6
     start_voiced_frames: int = 4
     cut_search_s: float = 3.0
@@ -150,6 +156,7 @@ class VadSegmenter:
         self._is_speech = is_speech or webrtc_classifier(config.aggressiveness, config)
         self._preroll = config.preroll_ms * SAMPLE_RATE // 1000
         self._tail = config.tail_ms * SAMPLE_RATE // 1000
+        self._heard_tail = min(config.heard_tail_ms, config.tail_ms) * SAMPLE_RATE // 1000
         endpointing = config.endpointing_ms
         self._end_frames = None if endpointing is None else max(1, -(-endpointing // FRAME_MS))
         self._soft_end_frames = max(1, -(-config.soft_endpointing_ms // FRAME_MS))
@@ -187,9 +194,11 @@ class VadSegmenter:
 
     def pending_end(self) -> tuple[int, int] | None:
         """``(start_sample, end_sample)`` of the audio the open utterance will hand over if the pause under way
-        ends it, known once ``tail_ms`` of silence followed its last voiced frame; else None (always None when
-        no pause can end it)."""
-        if self._utt_start is None or self._end_frames is None or self._silent_frames * FRAME_SAMPLES < self._tail:
+        ends it, known once ``heard_tail_ms`` of silence followed its last voiced frame; else None (always None
+        when no pause can end it). ``final_audio`` gives that audio."""
+        if self._utt_start is None or self._end_frames is None:
+            return None
+        if self._silent_frames * FRAME_SAMPLES < self._heard_tail:
             return None
         return self._utt_start, self._tail_end
 
@@ -199,9 +208,13 @@ class VadSegmenter:
         final relies on both ends computing it here)."""
         return self._last_voiced_end + self._tail
 
-    def audio(self, start: int, end: int) -> np.ndarray:
-        """A copy of stream samples ``[start, end)`` of the open utterance."""
-        return self._slice(start, end)
+    def final_audio(self, start: int, end: int) -> np.ndarray:
+        """A pause-ended final's audio ``[start, end)``: the stream's up to ``heard_tail_ms`` after the last voiced
+        frame, digital silence after it (the same whether asked during the pause or at its end)."""
+        heard_end = max(start, min(end, self._last_voiced_end + self._heard_tail))
+        audio = np.zeros(end - start, dtype=np.float32)
+        audio[: heard_end - start] = self._slice(start, heard_end)
+        return audio
 
     def utterance_audio(self) -> np.ndarray:
         """A copy of the open utterance so far (empty when none is open)."""
@@ -285,7 +298,10 @@ class VadSegmenter:
         if self._utt_start is None:
             raise RuntimeError("no utterance is open")
         speech_end = min(end_sample, max(self._last_voiced_end, self._utt_start))
-        audio = self._slice(self._utt_start, end_sample)
+        if reason in ("endpoint", "pause"):
+            audio = self.final_audio(self._utt_start, end_sample)
+        else:
+            audio = self._slice(self._utt_start, end_sample)
         event = UtteranceEnded(self._utt_start, end_sample, speech_end, audio, reason)
         self._utt_start = None
         self._last_end = end_sample

@@ -27,14 +27,11 @@ def test_one_stream_latency_is_endpointing_plus_service() -> None:
 
 
 def test_speculative_final_done_before_the_endpoint_costs_nothing() -> None:
-    fast = Simulation(constant(0.1), Policy(partials=False, final_context_s=0.0, tail_s=0.3)).run(
-        STEADY, 1, 30.0, warmup_s=0.0
-    )
-    assert fast.final_latency_p95_s == pytest.approx(0.5)  # asked at tail 0.3 s, back at 0.4 s, sent at 0.5 s
-    slow = Simulation(constant(0.35), Policy(partials=False, final_context_s=0.0, tail_s=0.3)).run(
-        STEADY, 1, 30.0, warmup_s=0.0
-    )
-    assert slow.final_latency_p95_s == pytest.approx(0.65)  # 0.3 s tail + 0.35 s decode
+    policy = Policy(partials=False, final_context_s=0.0, heard_tail_s=0.2)
+    fast = Simulation(constant(0.1), policy).run(STEADY, 1, 30.0, warmup_s=0.0)
+    assert fast.final_latency_p95_s == pytest.approx(0.5)  # asked 0.2 s into the pause, back at 0.3 s, sent at 0.5 s
+    slow = Simulation(constant(0.4), policy).run(STEADY, 1, 30.0, warmup_s=0.0)
+    assert slow.final_latency_p95_s == pytest.approx(0.6)  # asked 0.2 s into the pause + 0.4 s decode
 
 
 def test_saturation_when_offered_work_exceeds_the_model() -> None:

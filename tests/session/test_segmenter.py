@@ -69,6 +69,39 @@ def test_preroll_tail_and_endpointing():
     assert len(ended.audio) == ended.end_sample - ended.start_sample
 
 
+def room(seconds: float) -> np.ndarray:
+    """Unvoiced room noise (too quiet for ``loud``), not digital silence."""
+    rng = np.random.default_rng(1)
+    return (0.01 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def test_a_pause_ended_final_is_complete_early_in_its_pause():
+    """Its audio is known ``heard_tail_ms`` into the pause (when its speculative decode starts) and is the same
+    at the end: the stream's audio up to ``heard_tail_ms`` after the last voiced frame, digital silence after."""
+    seg = VadSegmenter(config(endpointing_ms=500, tail_ms=300, heard_tail_ms=200), loud)
+    push_all(seg, np.concatenate([silence(1.0), tone(1.0), room(0.18)]))
+    assert seg.pending_end() is None
+    push_all(seg, room(0.04))
+    span = seg.pending_end()
+    assert span is not None
+    early = seg.final_audio(*span)
+    (ended,) = [e for e in push_all(seg, room(0.4)) if isinstance(e, UtteranceEnded)]
+    assert ended.reason == "endpoint" and (ended.start_sample, ended.end_sample) == span
+    np.testing.assert_array_equal(ended.audio, early)
+    assert ended.end_sample - ended.speech_end_sample == pytest.approx(0.3 * RATE, abs=FRAME_SAMPLES)
+    heard = ended.speech_end_sample + int(0.2 * RATE) - ended.start_sample
+    assert np.all(ended.audio[heard - 100 : heard] != 0)  # the room, heard
+    assert not np.any(ended.audio[heard:])  # then digital silence
+
+
+def test_a_flushed_utterance_keeps_the_audio_it_received():
+    seg = VadSegmenter(config(endpointing_ms=500, tail_ms=300, heard_tail_ms=200), loud)
+    push_all(seg, np.concatenate([tone(1.0), room(0.4)]))
+    (ended,) = seg.flush()
+    assert ended.reason == "flush" and ended.end_sample == int(1.4 * RATE)
+    assert np.all(ended.audio[-100:] != 0)
+
+
 def test_short_clicks_do_not_start_speech():
     seg = VadSegmenter(config(), loud)
     clicks = np.concatenate([np.concatenate([tone(0.03), silence(0.3)]) for _ in range(10)])
