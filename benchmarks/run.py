@@ -54,10 +54,20 @@ ALL_SYSTEMS = DEFAULT_SYSTEMS
 WORKLOADS = ("long", "turns")
 
 
+# CPU features that decide how fast CTranslate2 runs int8 (its kernels use the widest available): on 2 cores the
+# Whisper core ran 2.2-2.3x faster on an Intel Xeon with AVX-512 VNNI and AMX than on an AMD EPYC with AVX2 only
+# (benchmarks/README.md, run of 2026-12-01 09:50 UTC), so results name them
+INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
 def machine_info(device: str) -> dict[str, Any]:
     cpu = ""
+    flags: list[str] = []
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+        lines = fh.read().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+        present = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+        flags = [f for f in INT8_CPU_FLAGS if f in present]
     mem_gb = None
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
         mem_gb = round(int(fh.readline().split()[1]) / 2**20, 1)
@@ -66,6 +76,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu,
+        "cpu_int8_flags": flags,
         "cpu_count": os.cpu_count(),
         "memory_gb": mem_gb,
         "device": device,

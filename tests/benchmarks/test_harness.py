@@ -171,3 +171,17 @@ def test_server_process_that_exits_during_start_up_says_why(tmp_path):
     )
     with pytest.raises(RuntimeError, match="exited with 3:\nno model here"):
         failing.start(timeout_s=30)
+
+
+def test_machine_record_names_the_cpu_features_int8_speed_depends_on():
+    from benchmarks.run import INT8_CPU_FLAGS, machine_info
+
+    info = machine_info("cpu")
+    flags = info["cpu_int8_flags"]
+    assert set(flags) <= set(INT8_CPU_FLAGS)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        present = next(
+            (ln.split(":", 1)[1].split() for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), []
+        )
+        assert flags == [f for f in INT8_CPU_FLAGS if f in present]
