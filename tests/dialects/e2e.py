@@ -10,7 +10,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from ..helpers import SAMPLE_RATE, SHARED_AUDIO, resample, silence, to_pcm16, wer
+from benchmarks.metrics import wer_counts
+
+from ..helpers import SAMPLE_RATE, SHARED_AUDIO, resample, silence, to_pcm16
 
 API_KEY = "dialects-test-key"
 TWILIO_TOKEN = "twilio-test-auth-token"
@@ -60,7 +62,16 @@ def pcm16_at(audio_16k: np.ndarray, rate: int) -> bytes:
     return to_pcm16(resample(audio_16k, SAMPLE_RATE, rate))
 
 
+# word errors a dialect may have beyond protocol v1 on the two sentences (29 words) whatever ``points`` allows:
+# which of two hearings of the last words a stream gets depends on its pace: protocol v1 alone gives "fine and
+# form" (one error) at 4x real time and "fine informed" (two) at 1x (2026-12-01, Intel Xeon)
+SLACK_WORD_ERRORS = 1
+
+
 def assert_wer_close(text: str, baseline: str, points: float) -> None:
     reference = " ".join(references())
-    got, base = wer(reference, text), wer(reference, baseline)
-    assert got <= base + points / 100, f"WER {got:.3f} vs protocol v1 {base:.3f}: {text!r}"
+    got, base = wer_counts(reference, text), wer_counts(reference, baseline)
+    allowed = max(points / 100 * base.reference_words, SLACK_WORD_ERRORS)
+    assert got.errors <= base.errors + allowed, (
+        f"WER {got.errors}/{got.reference_words} vs protocol v1 {base.errors}/{base.reference_words}: {text!r}"
+    )
