@@ -30,10 +30,17 @@ def word_key(word: str) -> str:
     return "".join(ch for ch in word.lower() if ch.isalnum())
 
 
-def _loop_at(keys: list[str], i: int) -> tuple[int, int] | None:
+def _one_word_changed(block: list[str], other: list[str]) -> bool:
+    return len(other) == len(block) and sum(a != b for a, b in zip(block, other, strict=True)) == 1
+
+
+def _loop_at(keys: list[str], i: int, near_last_copy: bool = False) -> tuple[int, int] | None:
     """(block size, words the loop covers) of the shortest block starting at ``i`` that repeats into a loop.
     A loop the token cap cut off mid-copy ends the text with the start of one more copy ("And so my fellow
-    Americans. And so my fellow Americans. And so my fellow", seen on the JFK clip): that copy counts too."""
+    Americans. And so my fellow Americans. And so my fellow", seen on the JFK clip): that copy counts too. With
+    ``near_last_copy``, so does one more copy of a block of several words with one word changed after two exact
+    ones ("and so am I fell America and, so am I fell America and so am I fell Americans", the same clip at -50
+    dBFS)."""
     for size in range(1, min(MAX_BLOCK_WORDS, (len(keys) - i) // 2) + 1):
         block = keys[i : i + size]
         if not all(block):
@@ -45,14 +52,18 @@ def _loop_at(keys: list[str], i: int) -> tuple[int, int] | None:
         rest = keys[i + covered :]
         if copies >= 2 and 0 < len(rest) < size and rest == block[: len(rest)]:
             copies, covered = copies + 1, len(keys) - i
+        elif near_last_copy and copies >= 2 and size > 1 and _one_word_changed(block, rest[:size]):
+            copies, covered = copies + 1, covered + size
         if copies >= (MIN_COPIES_ONE_WORD if size == 1 else MIN_COPIES):
             return size, covered
     return None
 
 
-def collapse_loops(text: str) -> str:
+def collapse_loops(text: str, near_last_copy: bool = False) -> str:
     """``text`` with every run of repeated blocks (as defined above) cut to its first copy, and runs of
-    ``MIN_COPIES`` or more marks with no word in them ("... ... ... ...", seen with beam search) dropped."""
+    ``MIN_COPIES`` or more marks with no word in them ("... ... ... ...", seen with beam search) dropped.
+    ``near_last_copy``: see ``_loop_at`` (for a text too fast for speech: people say "I want this one, I want
+    this one, I want that one")."""
     words = text.split()
     keys = [word_key(w) for w in words]
     kept: list[str] = []
@@ -64,7 +75,7 @@ def collapse_loops(text: str) -> str:
         if marks >= MIN_COPIES:
             i += marks
             continue
-        loop = _loop_at(keys, i)
+        loop = _loop_at(keys, i, near_last_copy)
         if loop is None:
             kept.append(words[i])
             i += 1
@@ -113,7 +124,7 @@ def near_repeat(text: str, duration_s: float, min_words: int = 3) -> int:
 def drop_repeats(text: str, duration_s: float) -> str:
     """For the text of ``duration_s`` seconds of audio: one copy of every loop, then one copy of an
     utterance said twice, word for word or with words changed."""
-    text = collapse_loops(text)
+    text = collapse_loops(text, near_last_copy=len(text.split()) > MAX_WORDS_PER_S * duration_s)
     size = repeated_tail(text)
     if size:
         return " ".join(text.split()[:-size])

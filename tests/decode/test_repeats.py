@@ -39,6 +39,10 @@ SEEN = [  # what tiny.en wrote on ../shared/audio fragments, and what is kept
         "In the same rooms with transbers and felons.",
     ),
     ("as was frequently the case as was frequently the", "as was frequently the case"),
+    (  # two copies and a third with one word changed (the JFK clip at -50 dBFS, a greedy final)
+        "and so am I fell America and, so am I fell America and so am I fell Americans Ask not.",
+        "and so am I fell America Ask not.",
+    ),
 ]
 SEEN_SECONDS = 2.0  # the fragments above were 1-3 s long
 
@@ -50,6 +54,7 @@ SPEECH = [
     "We will go. We will go to the beach and swim in the sea all day",
     "One, two, three, four, five, six.",
     "I told you so. I told him so.",  # said twice with a word changed, at the pace of speech
+    "I want this one, I want this one, I want that one.",  # two copies and a changed one, at the pace of speech
     "Wait... what? ... no.",
     "",
 ]
