@@ -8,8 +8,10 @@ attenuated speech to a real server, over HTTP and the websocket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -93,19 +95,28 @@ def test_speech_after_steady_noise_is_still_found() -> None:
     assert speech_seconds(mixed) > 0.7 * speech_seconds(np.concatenate([silence(0.5), audio]))
 
 
-def test_quiet_speech_over_http_and_websocket(live_server: ServerHandle) -> None:
-    """The finding's own case: a recording at -50 dBFS RMS (about 30 dB under usual speech levels)."""
+def test_quiet_speech_over_http_and_websocket(
+    server_factory: Callable[..., contextlib.AbstractContextManager[ServerHandle]],
+) -> None:
+    """The finding's own case: a recording at -50 dBFS RMS (about 30 dB under usual speech levels). Every final
+    is decoded with beam 5, as on an idle server, whatever else the machine runs: greedy finals of this clip
+    (a busy server's) once gave "and so am I fell America" (a clean-clone CI run, 2026-12-01)."""
+    with server_factory(late_final_beam_size=5) as server:
+        _quiet_speech_heard(server)
+
+
+def _quiet_speech_heard(server: ServerHandle) -> None:
     audio, reference = clip("jfk")
     quiet = np.concatenate([silence(0.5), at_dbfs(audio, -50), silence(1.5)])
     buffer = io.BytesIO()
     sf.write(buffer, quiet, RATE, format="WAV", subtype="PCM_16")
     answer = httpx.post(
-        live_server.base_url + "/v1/audio/transcriptions",
+        server.base_url + "/v1/audio/transcriptions",
         files={"file": ("quiet.wav", buffer.getvalue())},
         data={"model": "whisper-1"},
         timeout=120,
     )
     assert answer.status_code == 200, answer.text
     assert wer(reference, answer.json()["text"]) <= 0.15, answer.json()["text"]
-    streamed = asyncio.run(stream_audio(live_server.ws_url, to_pcm16(quiet), realtime=False))
+    streamed = asyncio.run(stream_audio(server.ws_url, to_pcm16(quiet), realtime=False))
     assert wer(reference, streamed.text()) <= 0.15, streamed.text()
