@@ -25,6 +25,11 @@ NEAR_COPY_RATIO = 0.7
 MAX_WORDS_PER_S = 4.0
 
 
+def too_fast_for_speech(words: int, duration_s: float) -> bool:
+    """More than ``MAX_WORDS_PER_S`` words over ``duration_s`` seconds of audio."""
+    return words > MAX_WORDS_PER_S * duration_s
+
+
 def word_key(word: str) -> str:
     """What two spellings of one word share: its letters and digits, lower-cased ("Fair." -> "fair")."""
     return "".join(ch for ch in word.lower() if ch.isalnum())
@@ -109,7 +114,7 @@ def near_repeat(text: str, duration_s: float, min_words: int = 3) -> int:
     again where the first did: its first word is (nearly) the first copy's first word. Of such splits the
     most similar wins, then the one with copies of the most equal length."""
     words = [word_key(w) for w in text.split()]
-    if len(words) < 2 * min_words or len(words) <= MAX_WORDS_PER_S * duration_s:
+    if len(words) < 2 * min_words or not too_fast_for_speech(len(words), duration_s):
         return 0
     best: tuple[float, int, int] = (0.0, 0, 0)
     for cut in range(min_words, len(words) - min_words + 1):
@@ -124,7 +129,7 @@ def near_repeat(text: str, duration_s: float, min_words: int = 3) -> int:
 def drop_repeats(text: str, duration_s: float) -> str:
     """For the text of ``duration_s`` seconds of audio: one copy of every loop, then one copy of an
     utterance said twice, word for word or with words changed."""
-    text = collapse_loops(text, near_last_copy=len(text.split()) > MAX_WORDS_PER_S * duration_s)
+    text = collapse_loops(text, near_last_copy=too_fast_for_speech(len(text.split()), duration_s))
     size = repeated_tail(text)
     if size:
         return " ".join(text.split()[:-size])

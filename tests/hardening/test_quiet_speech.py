@@ -102,21 +102,17 @@ def test_quiet_speech_over_http_and_websocket(
     is decoded with beam 5, as on an idle server, whatever else the machine runs: greedy finals of this clip
     (a busy server's) once gave "and so am I fell America" (a clean-clone CI run, 2026-12-01)."""
     with server_factory(late_final_beam_size=5) as server:
-        _quiet_speech_heard(server)
-
-
-def _quiet_speech_heard(server: ServerHandle) -> None:
-    audio, reference = clip("jfk")
-    quiet = np.concatenate([silence(0.5), at_dbfs(audio, -50), silence(1.5)])
-    buffer = io.BytesIO()
-    sf.write(buffer, quiet, RATE, format="WAV", subtype="PCM_16")
-    answer = httpx.post(
-        server.base_url + "/v1/audio/transcriptions",
-        files={"file": ("quiet.wav", buffer.getvalue())},
-        data={"model": "whisper-1"},
-        timeout=120,
-    )
-    assert answer.status_code == 200, answer.text
-    assert wer(reference, answer.json()["text"]) <= 0.15, answer.json()["text"]
-    streamed = asyncio.run(stream_audio(server.ws_url, to_pcm16(quiet), realtime=False))
-    assert wer(reference, streamed.text()) <= 0.15, streamed.text()
+        audio, reference = clip("jfk")
+        quiet = np.concatenate([silence(0.5), at_dbfs(audio, -50), silence(1.5)])
+        buffer = io.BytesIO()
+        sf.write(buffer, quiet, RATE, format="WAV", subtype="PCM_16")
+        answer = httpx.post(
+            server.base_url + "/v1/audio/transcriptions",
+            files={"file": ("quiet.wav", buffer.getvalue())},
+            data={"model": "whisper-1"},
+            timeout=120,
+        )
+        assert answer.status_code == 200, answer.text
+        assert wer(reference, answer.json()["text"]) <= 0.15, answer.json()["text"]
+        streamed = asyncio.run(stream_audio(server.ws_url, to_pcm16(quiet), realtime=False))
+        assert wer(reference, streamed.text()) <= 0.15, streamed.text()
